@@ -1,0 +1,271 @@
+"""``interp-steer`` command line. Bad input prints one line naming the problem and exits with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from interp_steer.errors import InterpSteerError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse prints usage + message by default)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def _model(args: argparse.Namespace):
+    from interp_steer.models import load_model
+
+    return load_model(args.model, device=getattr(args, "device", None), dtype=getattr(args, "dtype", None))
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="TransformerLens name, HF folder or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--dtype", default=None, help="float32 (default), bf16 or fp16")
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------ train-sae
+
+
+def cmd_train_sae(args: argparse.Namespace) -> int:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from interp_steer.data.corpus import file_sha256, load_corpus, shared_corpus_path
+    from interp_steer.saes import load_sae
+    from interp_steer.saes.quality import sae_quality
+    from interp_steer.saes.training import SAETrainingConfig, train_sae
+
+    corpus_path = Path(args.corpus) if args.corpus else shared_corpus_path()
+    if corpus_path is None:
+        raise InterpSteerError("no --corpus given and ../shared/data/corpus/mixed-text.jsonl.gz not found")
+    if not corpus_path.exists() and "/" not in str(args.corpus):
+        raise InterpSteerError(f"corpus not found: {corpus_path}")
+    out = Path(args.output_dir)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise InterpSteerError(f"output folder {out} is not empty (pass --overwrite)")
+    model = _model(args)
+    train_docs = load_corpus(corpus_path, split="train", heldout_fraction=args.heldout_fraction,
+                             seed=args.seed, tokenizer=model.tokenizer)
+    held_docs = load_corpus(corpus_path, split="heldout", heldout_fraction=args.heldout_fraction,
+                            seed=args.seed, tokenizer=model.tokenizer)
+    corpus_info = {
+        "path": corpus_path.name, "sha256": file_sha256(corpus_path) if corpus_path.is_file() else None,
+        "documents_train": len(train_docs), "documents_heldout": len(held_docs),
+        "heldout_fraction": args.heldout_fraction, "split_seed": args.seed,
+    }
+    cfg = SAETrainingConfig(
+        hook=args.hook, d_sae=args.d_sae, architecture=args.architecture, k=args.k,
+        l1_coefficient=args.l1_coefficient, l0_coefficient=args.l0_coefficient,
+        training_tokens=args.training_tokens, context_size=args.context_size,
+        train_batch_size_tokens=args.batch_tokens, lr=args.lr, seed=args.seed, n_checkpoints=args.checkpoints,
+    )
+    command = "interp-steer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    tmp_out = out.with_name(f".{out.name}.partial")
+    sae = train_sae(model, train_docs, config=cfg, output_dir=tmp_out, command=command,
+                    corpus_info=corpus_info, progress=True)
+    meta_path = tmp_out / "interp_steer.json"
+    meta = json.loads(meta_path.read_text())
+    if args.fp16:
+        weights = tmp_out / "sae_weights.safetensors"
+        tensors = {k: v.to(torch.float16).contiguous() for k, v in load_file(str(weights)).items()}
+        save_file(tensors, str(weights))
+        cfg_json = json.loads((tmp_out / "cfg.json").read_text())
+        cfg_json["dtype"] = "float16"
+        (tmp_out / "cfg.json").write_text(json.dumps(cfg_json, indent=2))
+        meta["stored_dtype"] = "float16"
+        sae = load_sae(path=tmp_out, model=model)
+    # measured on the weights as stored (fp16 when --fp16)
+    meta["quality_heldout"] = sae_quality(model, sae, held_docs, max_tokens=args.quality_tokens).to_dict()
+    meta_path.write_text(json.dumps(meta, indent=2))
+    for name in ("sparsity.safetensors",):
+        (tmp_out / name).unlink(missing_ok=True)
+    ckpt = tmp_out / "checkpoints"
+    if ckpt.is_dir() and not args.keep_checkpoints:
+        import shutil
+
+        shutil.rmtree(ckpt)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp_out, out)
+    print(json.dumps(meta["quality_heldout"], indent=2))
+    print(f"SAE written to {out}")
+    return 0
+
+
+def _add_train_sae(sub: Any) -> None:
+    p = sub.add_parser("train-sae", help="train a sae-lens SAE on a local corpus",
+                       description="Train an SAE with sae-lens on the model's activations over a text corpus.")
+    _add_model_args(p)
+    p.add_argument("--corpus", default=None,
+                   help="JSONL(.gz) with a 'text' field, .txt, or HF dataset (default: ../shared/data/corpus)")
+    p.add_argument("--hook", default="blocks.15.hook_resid_post")
+    p.add_argument("--d-sae", type=int, default=4096)
+    p.add_argument("--architecture", choices=["topk", "jumprelu", "standard"], default="topk")
+    p.add_argument("--k", type=int, default=32, help="active latents per token (topk)")
+    p.add_argument("--l1-coefficient", type=float, default=5.0, help="(standard)")
+    p.add_argument("--l0-coefficient", type=float, default=1.0, help="(jumprelu)")
+    p.add_argument("--training-tokens", type=int, default=3_000_000)
+    p.add_argument("--context-size", type=int, default=256)
+    p.add_argument("--batch-tokens", type=int, default=2048)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--heldout-fraction", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoints", type=int, default=0, help="number of intermediate checkpoints")
+    p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("--quality-tokens", type=int, default=60_000, help="held-out tokens for the quality report")
+    p.add_argument("--fp16", action="store_true", help="store the weights in float16")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--output-dir", required=True)
+    p.set_defaults(func=cmd_train_sae)
+
+
+# ------------------------------------------------------------------------------------------------ generate
+
+
+def _read_prompts(args: argparse.Namespace) -> list[str]:
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise InterpSteerError(f"prompts file not found: {path}")
+        if path.suffix == ".jsonl":
+            for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InterpSteerError(f"{path}: line {lineno} is not valid JSON") from exc
+                if not isinstance(row, dict) or "prompt" not in row:
+                    raise InterpSteerError(f"{path}: line {lineno} has no 'prompt' field")
+                prompts.append(str(row["prompt"]))
+        else:
+            prompts.extend(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    if not prompts:
+        raise InterpSteerError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE")
+    return prompts
+
+
+def _load_vector_and_sae(args: argparse.Namespace, model: Any):
+    from interp_steer.steering.vector import SteeringVector
+
+    if not getattr(args, "vector", None):
+        return None, None
+    vector = SteeringVector.load(args.vector)
+    sae = None
+    if vector.kind == "sae":
+        from interp_steer.saes import load_sae
+
+        ref = vector.sae or {}
+        if getattr(args, "sae", None):
+            sae = load_sae(path=args.sae, model=model)
+        elif ref.get("release"):
+            sae = load_sae(ref["release"], ref["sae_id"], model=model)
+        else:
+            path = str(ref.get("path") or "")
+            sae = load_sae(path=path.removeprefix("shipped:") or None, model=model)
+    vector.check_compatible(model, sae)
+    return vector, sae
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from interp_steer.generation import generate
+
+    prompts = _read_prompts(args)
+    if args.vector and not Path(args.vector).exists() and not Path(args.vector + ".safetensors").exists():
+        raise InterpSteerError(f"steering vector file not found: {args.vector}")
+    model = _model(args)
+    vector, sae = _load_vector_and_sae(args, model)
+    outputs = generate(model, prompts, vector, args.strength, sae=sae, max_new_tokens=args.max_new_tokens,
+                       temperature=args.temperature, batch_size=args.batch_size, positions=args.positions,
+                       seed=args.seed, progress=True)
+    baseline = None
+    if vector is not None and args.compare:
+        baseline = generate(model, prompts, None, max_new_tokens=args.max_new_tokens,
+                            temperature=args.temperature, batch_size=args.batch_size, seed=args.seed)
+    rows = []
+    for i, (prompt, text) in enumerate(zip(prompts, outputs, strict=True)):
+        row: dict[str, Any] = {"prompt": prompt, "output": text}
+        if baseline is not None:
+            row["baseline"] = baseline[i]
+        rows.append(row)
+    result = {
+        "model": model.cfg.model_name, "vector": args.vector, "strength": args.strength,
+        "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed,
+        "positions": args.positions, "generations": rows,
+    }
+    if args.output:
+        _write_json_atomic(Path(args.output), result)
+        print(f"wrote {len(rows)} generations to {args.output}")
+    else:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _add_generate(sub: Any) -> None:
+    p = sub.add_parser("generate", help="generate (optionally steered) answers",
+                       description="Generate chat-templated answers, optionally steered by a saved vector.")
+    _add_model_args(p)
+    p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    p.add_argument("--prompts-file", help="text file (one prompt per line) or JSONL with a 'prompt' field")
+    p.add_argument("--vector", help="a .safetensors steering vector saved by interp-steer")
+    p.add_argument("--sae", help="SAE folder for SAE-latent vectors (default: the one recorded in the vector)")
+    p.add_argument("--strength", type=float, default=1.0, help="steering strength λ (negative reverses)")
+    p.add_argument("--positions", choices=["all", "after_instruction", "generated"], default=None,
+                   help="where to steer (default: the vector's own policy)")
+    p.add_argument("--compare", action="store_true", help="also generate unsteered baselines")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="write JSON here (default: print)")
+    p.set_defaults(func=cmd_generate)
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="interp-steer", description="Learn, apply and explain steering vectors.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_generate(sub)
+    _add_train_sae(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except InterpSteerError as exc:
+        sys.stderr.write(f"interp-steer: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interp-steer: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Steered generation: batched, left-padded, chat-templated.
+
+Backends:
+* ``"hf"`` – Hugging Face ``generate`` (KV cache) on the model's HF twin, with the *same* intervention
+  objects attached as PyTorch hooks on the matching HF modules (resid_pre/resid_post, attn_out, mlp_out).
+* ``"tl"`` – TransformerLens ``generate`` with the steering hooks on its HookPoints (the reference path; any
+  hook point works). ``"auto"`` picks ``"hf"`` when the twin exists and every hook point maps onto it.
+
+Greedy outputs of both backends agree token for token (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from interp_steer.chat import ChatTokens, chat_tokens, pad_left, pad_token_id
+from interp_steer.errors import InterpSteerError
+from interp_steer.models import hf_twin
+from interp_steer.steering.interventions import (
+    Intervention,
+    NotMappable,
+    SteeringHandle,
+    StepState,
+    attach,
+    attach_hf,
+    interventions_for,
+    resolve_starts,
+)
+from interp_steer.steering.vector import SteeringVector
+
+
+@dataclass
+class Generation:
+    prompt: str
+    text: str
+    tokens: list[int]
+
+
+def _eos_ids(tokenizer: Any) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    for tok in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"):
+        tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
+        if tid is not None:
+            ids.add(tid)
+    return sorted(i for i in ids if i is not None)
+
+
+def _trim(tokens: list[int], eos: list[int]) -> list[int]:
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return tokens[:i]
+    return tokens
+
+
+def _starts(positions: str, chats: list[ChatTokens], width: int) -> torch.Tensor | None:
+    pads = torch.tensor([width - len(c.prompt_ids) for c in chats])
+    return resolve_starts(
+        positions,
+        instruction_end=pads + torch.tensor([c.instruction_end for c in chats]),
+        response_start=torch.full((len(chats),), width),
+    )
+
+
+def _interventions(model: Any, vector: SteeringVector | dict[str, Intervention] | None, sae: Any | None,
+                   check: bool) -> dict[str, Intervention]:
+    if vector is None:
+        return {}
+    if isinstance(vector, SteeringVector):
+        if check:
+            vector.check_compatible(model, sae)
+        return interventions_for(vector, sae)
+    return vector
+
+
+def generate(
+    model: Any,
+    prompts: str | list[str],
+    vector: SteeringVector | dict[str, Intervention] | None = None,
+    strength: float = 1.0,
+    *,
+    sae: Any | None = None,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 8,
+    positions: str | None = None,
+    seed: int | None = 0,
+    system: str | None = None,
+    chat: bool = True,
+    backend: str = "auto",
+    check: bool = True,
+    progress: bool = False,
+    return_tokens: bool = False,
+) -> list[str] | list[Generation]:
+    """Generate answers to ``prompts`` (chat template applied), optionally steered by ``vector``.
+
+    ``temperature=0`` is greedy decoding. ``positions`` overrides the vector's default position policy.
+    Returns the answers as strings (or :class:`Generation` objects with ``return_tokens=True``).
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not prompts:
+        raise InterpSteerError("no prompts to generate from")
+    if max_new_tokens < 1:
+        raise InterpSteerError("max_new_tokens must be at least 1")
+    tokenizer = model.tokenizer
+    interventions = _interventions(model, vector, sae, check)
+    policy = positions or (vector.positions if isinstance(vector, SteeringVector) else "all")
+    twin = hf_twin(model)
+    if backend == "auto":
+        backend = "hf" if twin is not None else "tl"
+        if backend == "hf" and interventions:
+            probe = SteeringHandle(interventions, strength, StepState())
+            try:
+                attach_hf(twin, probe)
+            except NotMappable:
+                backend = "tl"
+            finally:
+                probe.remove()
+    if backend == "hf" and twin is None:
+        raise InterpSteerError("backend='hf' needs the Hugging Face twin (load_model(..., keep_hf=True))")
+    if backend not in ("hf", "tl"):
+        raise InterpSteerError(f"unknown backend {backend!r}; expected auto, hf or tl")
+    eos = _eos_ids(tokenizer)
+    pad = pad_token_id(tokenizer)
+    results: list[Generation] = []
+    batches = range(0, len(prompts), batch_size)
+    for start in tqdm(batches, desc="generating", disable=not progress, leave=False):
+        batch = prompts[start : start + batch_size]
+        chats = [chat_tokens(tokenizer, p, system=system, chat=chat) for p in batch]
+        tokens, mask = pad_left([c.prompt_ids for c in chats], pad)
+        width = tokens.shape[1]
+        starts = _starts(policy, chats, width) if interventions else None
+        if seed is not None:
+            torch.manual_seed(seed + start)
+        if backend == "hf":
+            new = _hf_generate(twin, tokens, mask, interventions, strength, starts, max_new_tokens,
+                               temperature, top_p, pad, eos)
+        else:
+            new = _tl_generate(model, tokens, interventions, strength, starts, max_new_tokens,
+                               temperature, top_p, eos)
+        for prompt, row in zip(batch, new, strict=True):
+            toks = _trim(row, eos)
+            results.append(Generation(prompt, tokenizer.decode(toks, skip_special_tokens=True), toks))
+    if return_tokens:
+        return results
+    return [r.text for r in results]
+
+
+@torch.no_grad()
+def _hf_generate(hf: Any, tokens: torch.Tensor, mask: torch.Tensor, interventions: dict[str, Intervention],
+                 strength: float, starts: torch.Tensor | None, max_new_tokens: int, temperature: float,
+                 top_p: float, pad: int, eos: list[int]) -> list[list[int]]:
+    device = next(hf.parameters()).device
+    handle = SteeringHandle(interventions, strength, StepState(starts=starts))
+    try:
+        if interventions:
+            attach_hf(hf, handle)
+        kwargs: dict[str, Any] = {"do_sample": temperature > 0}
+        if temperature > 0:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        out = hf.generate(
+            input_ids=tokens.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+            pad_token_id=pad, eos_token_id=eos, use_cache=True, **kwargs,
+        )
+    finally:
+        handle.remove()
+    return out[:, tokens.shape[1]:].tolist()
+
+
+@torch.no_grad()
+def _tl_generate(model: Any, tokens: torch.Tensor, interventions: dict[str, Intervention], strength: float,
+                 starts: torch.Tensor | None, max_new_tokens: int, temperature: float, top_p: float,
+                 eos: list[int]) -> list[list[int]]:
+    state = StepState(starts=starts)
+    seen = {"n": 0}
+    trackers = []
+
+    def track(module: Any, inputs: Any, output: torch.Tensor) -> None:
+        # runs once per forward, before any steering hook: under the KV cache each call continues the sequence
+        state.offset = seen["n"]
+        seen["n"] += output.shape[1]
+
+    if interventions:
+        trackers.append(model.hook_dict["blocks.0.hook_resid_pre"].register_forward_hook(track))
+    handle = attach(model, interventions, strength, check=False) if interventions else None
+    if handle is not None:
+        handle.state = state
+    try:
+        kwargs: dict[str, Any] = {"do_sample": temperature > 0}
+        if temperature > 0:
+            kwargs.update(temperature=temperature, top_p=top_p if top_p < 1 else None)
+        out = model.generate(
+            tokens.to(model.cfg.device), max_new_tokens=max_new_tokens, stop_at_eos=True,
+            eos_token_id=eos, use_past_kv_cache=True, padding_side="left", return_type="tokens",
+            verbose=False, prepend_bos=False, **kwargs,
+        )
+    finally:
+        for t in trackers:
+            t.remove()
+        if handle is not None:
+            handle.remove()
+    return out[:, tokens.shape[1]:].tolist()

@@ -1,0 +1,200 @@
+"""A thin layer over sae-lens' training runner for TransformerLens models and local text corpora.
+
+CPU-sane defaults: the activation-norm estimate uses ``norm_estimate_batches`` store batches (sae-lens'
+default is ~4M tokens of forward passes), the buffer holds several training batches, and the corpus is
+pre-tokenized here into fixed-length rows (documents chat-templated where they are dialogues, joined by the
+tokenizer's end-of-sequence token, each row starting with the BOS/``<|im_start|>`` sink token). Special
+tokens are excluded from training positions: the attention-sink position carries outlier norms that no
+small SAE should spend capacity on; steering keeps them exact through the SAE error term anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from interp_steer.errors import InterpSteerError
+
+Architecture = Literal["topk", "jumprelu", "standard"]
+
+
+@dataclass
+class SAETrainingConfig:
+    """Settings for :func:`train_sae` (recorded in the SAE's metadata)."""
+
+    hook: str = "blocks.15.hook_resid_post"
+    d_sae: int = 4096
+    architecture: Architecture = "topk"
+    k: int = 32  # topk only
+    l1_coefficient: float = 5.0  # standard only
+    l0_coefficient: float = 1.0  # jumprelu only
+    training_tokens: int = 3_000_000
+    context_size: int = 256
+    train_batch_size_tokens: int = 2048
+    lr: float = 4e-4
+    lr_warm_up_steps: int = 100
+    lr_decay_fraction: float = 0.2
+    store_batch_size_prompts: int = 8
+    n_batches_in_buffer: int = 16
+    norm_estimate_batches: int = 20
+    heldout_fraction: float = 0.05
+    seed: int = 0
+    n_checkpoints: int = 0
+    dtype: str = "float32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def tokenize_corpus(
+    texts: list[str], tokenizer: Any, context_size: int, *, max_tokens: int | None = None, progress: bool = True
+) -> torch.Tensor:
+    """Concatenate documents (EOS-separated) into rows of ``context_size`` tokens, each starting with BOS."""
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else bos
+    if bos is None:
+        raise InterpSteerError("tokenizer has neither a BOS nor an EOS token to separate documents")
+    body = context_size - 1
+    rows: list[list[int]] = []
+    buffer: list[int] = []
+    for text in tqdm(texts, desc="tokenizing corpus", disable=not progress, leave=False):
+        buffer.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        buffer.append(eos)
+        while len(buffer) >= body:
+            rows.append([bos] + buffer[:body])
+            buffer = buffer[body:]
+        if max_tokens is not None and len(rows) * context_size >= max_tokens:
+            break
+    if not rows:
+        raise InterpSteerError(f"corpus holds fewer than {context_size} tokens")
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _sae_config(cfg: SAETrainingConfig, d_in: int) -> Any:
+    from sae_lens import JumpReLUTrainingSAEConfig, StandardTrainingSAEConfig, TopKTrainingSAEConfig
+
+    common = dict(d_in=d_in, d_sae=cfg.d_sae, dtype=cfg.dtype, normalize_activations="expected_average_only_in")
+    if cfg.architecture == "topk":
+        return TopKTrainingSAEConfig(k=cfg.k, **common)
+    if cfg.architecture == "jumprelu":
+        return JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l0_coefficient, **common)
+    if cfg.architecture == "standard":
+        return StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common)
+    raise InterpSteerError(f"unknown SAE architecture {cfg.architecture!r}; expected topk, jumprelu or standard")
+
+
+def _hook_width(model: Any, hook: str) -> int:
+    if hook not in model.hook_dict:
+        raise InterpSteerError(f"hook {hook!r} does not exist in model {model.cfg.model_name}")
+    tokens = torch.zeros((1, 2), dtype=torch.long, device=model.cfg.device)
+    _, cache = model.run_with_cache(tokens, names_filter=[hook])
+    return int(cache[hook].shape[-1])
+
+
+def train_sae(
+    model: Any,
+    corpus: list[str],
+    *,
+    config: SAETrainingConfig | None = None,
+    output_dir: str | Path | None = None,
+    command: str | None = None,
+    corpus_info: dict[str, Any] | None = None,
+    progress: bool = True,
+    **overrides: Any,
+):
+    """Train an SAE on ``model``'s activations at ``config.hook`` over the documents in ``corpus``.
+
+    ``overrides`` replace fields of ``config`` (e.g. ``d_sae=1024, training_tokens=20_000``). Returns the
+    trained inference SAE (sae-lens ``SAE``); with ``output_dir`` also writes ``cfg.json``,
+    ``sae_weights.safetensors`` and ``interp_steer.json`` (training config, command, corpus info).
+    """
+    import datasets
+    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
+
+    cfg = config or SAETrainingConfig()
+    for key, value in overrides.items():
+        if not hasattr(cfg, key):
+            raise InterpSteerError(f"unknown SAE training option {key!r}")
+        setattr(cfg, key, value)
+    if not corpus:
+        raise InterpSteerError("empty corpus")
+    d_in = _hook_width(model, cfg.hook)
+    n_steps = max(1, cfg.training_tokens // cfg.train_batch_size_tokens)
+    buffer_tokens = cfg.n_batches_in_buffer * cfg.store_batch_size_prompts * cfg.context_size
+    if buffer_tokens < 2 * cfg.train_batch_size_tokens:
+        # sae-lens mixes half the buffer into each refill: it must hold at least two training batches
+        cfg.n_batches_in_buffer = -(-2 * cfg.train_batch_size_tokens // (cfg.store_batch_size_prompts * cfg.context_size))
+    torch.manual_seed(cfg.seed)
+    norm_tokens = cfg.norm_estimate_batches * cfg.store_batch_size_prompts * cfg.context_size
+    needed = cfg.training_tokens + norm_tokens + buffer_tokens * 2
+    rows = tokenize_corpus(corpus, model.tokenizer, cfg.context_size, max_tokens=needed, progress=progress)
+    if rows.numel() < cfg.training_tokens:
+        # not enough text: sae-lens cycles through the dataset again (reported in metadata)
+        cfg.extra["corpus_epochs"] = round(cfg.training_tokens / rows.numel(), 2)
+    dataset = datasets.Dataset.from_dict({"tokens": rows.tolist()})
+    runner_cfg = LanguageModelSAERunnerConfig(
+        sae=_sae_config(cfg, d_in),
+        model_name=str(model.cfg.model_name),
+        model_class_name="HookedSAETransformer",
+        hook_name=cfg.hook,
+        dataset_path="",
+        is_dataset_tokenized=True,
+        streaming=False,
+        context_size=cfg.context_size,
+        prepend_bos=False,
+        exclude_special_tokens=True,
+        training_tokens=cfg.training_tokens,
+        train_batch_size_tokens=cfg.train_batch_size_tokens,
+        store_batch_size_prompts=cfg.store_batch_size_prompts,
+        n_batches_in_buffer=cfg.n_batches_in_buffer,
+        n_batches_for_norm_estimate=cfg.norm_estimate_batches,
+        lr=cfg.lr,
+        lr_warm_up_steps=min(cfg.lr_warm_up_steps, n_steps // 10),
+        lr_decay_steps=int(n_steps * cfg.lr_decay_fraction),
+        lr_scheduler_name="constant",
+        device=str(model.cfg.device),
+        seed=cfg.seed,
+        dtype=cfg.dtype,
+        n_checkpoints=cfg.n_checkpoints,
+        checkpoint_path=str(Path(output_dir) / "checkpoints") if output_dir else "checkpoints",
+        output_path=None,
+        logger=LoggingConfig(log_to_wandb=False),
+        verbose=progress,
+        n_eval_batches=2,
+    )
+    runner = LanguageModelSAETrainingRunner(runner_cfg, override_dataset=dataset, override_model=model)
+    training_sae = runner.run()
+    if output_dir is None:
+        import tempfile
+
+        tmp = tempfile.mkdtemp(prefix="interp_steer_sae_")
+        out = Path(tmp)
+    else:
+        out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_training_result(runner, training_sae, out, cfg, command=command, corpus_info=corpus_info,
+                         n_rows=int(rows.shape[0]))
+    from interp_steer.saes import load_sae
+
+    return load_sae(path=out, model=model)
+
+
+def save_training_result(
+    runner: Any, training_sae: Any, out: Path, cfg: SAETrainingConfig, *, command: str | None,
+    corpus_info: dict[str, Any] | None, n_rows: int,
+) -> None:
+    runner.save_final_sae(training_sae, str(out))
+    meta = {
+        "format": "interp_steer.sae/1",
+        "training_config": asdict(cfg),
+        "command": command or " ".join(shlex.quote(a) for a in sys.argv),
+        "corpus": corpus_info or {},
+        "tokenized_rows": n_rows,
+        "model": str(runner.cfg.model_name),
+    }
+    (out / "interp_steer.json").write_text(json.dumps(meta, indent=2))

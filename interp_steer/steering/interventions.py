@@ -1,0 +1,335 @@
+"""The one intervention layer every method uses.
+
+Three kinds of interventions act on an activation ``h`` at a hook point (TransformerLens hook names are the
+interface; the same objects also run as PyTorch hooks on the Hugging Face twin for fast generation):
+
+* :class:`DenseIntervention` – ``h + λ·v``
+* :class:`SAEIntervention` – ``h + Dec(ReLU(Enc(h) + λ·v)) − Dec(Enc(h))``, i.e. ``Dec(ReLU(s + λv)) + (h − Dec(s))``
+  with the SAE error term kept; when ``v`` is sparse and the SAE's encoder is elementwise (ReLU/JumpReLU),
+  only the encoder columns on the support of ``v`` are computed (``ReLU(s + λv) − s`` vanishes elsewhere).
+* :class:`AffineIntervention` – ``λ·(ω⊙h + b) + (1 − λ)·h``
+
+A position policy restricts where they act: ``"all"`` positions; ``"after_instruction"`` (from the end of the
+user's instruction onward, CAA's convention); ``"generated"`` (only response/generated tokens). Policies other
+than "all" need per-row start indices (``starts``), which :func:`interp_steer.generate` and the trainers pass.
+Under a KV cache, hooks see one position at a time; :class:`StepState.offset` tells them where they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float
+
+from interp_steer.errors import InterpSteerError
+from interp_steer.steering.vector import SteeringVector
+
+PositionPolicy = Literal["all", "after_instruction", "generated"]
+POLICIES: tuple[str, ...] = ("all", "after_instruction", "generated")
+
+Act = Float[torch.Tensor, "batch pos d"]
+
+
+class Intervention:
+    """Maps an activation to its steered value at strength ``λ`` (differentiable in its tensors)."""
+
+    def __call__(self, h: Act, strength: float | torch.Tensor) -> Act:
+        raise NotImplementedError
+
+
+class DenseIntervention(Intervention):
+    def __init__(self, vector: Float[torch.Tensor, " d"]):
+        self.vector = vector
+
+    def __call__(self, h: Act, strength: float | torch.Tensor) -> Act:
+        return h + strength * self.vector.to(h.dtype)
+
+
+class AffineIntervention(Intervention):
+    def __init__(self, scale: Float[torch.Tensor, " d"], bias: Float[torch.Tensor, " d"]):
+        self.scale = scale
+        self.bias = bias
+
+    def __call__(self, h: Act, strength: float | torch.Tensor) -> Act:
+        moved = h * self.scale.to(h.dtype) + self.bias.to(h.dtype)
+        return h + strength * (moved - h)
+
+
+_ELEMENTWISE = {"standard", "jumprelu"}
+
+
+def _sparse_ok(sae: Any) -> bool:
+    cfg = sae.cfg
+    return (
+        cfg.architecture() in _ELEMENTWISE
+        and getattr(cfg, "normalize_activations", "none") in ("none", "expected_average_only_in")
+        and getattr(cfg, "reshape_activations", "none") == "none"
+    )
+
+
+class SAEIntervention(Intervention):
+    """YaPO/SAS steering in the latent space of a sae-lens SAE.
+
+    ``sparse``: ``"auto"`` uses the support-only encoder when ``v`` has at most ``sparse_fraction`` non-zeros
+    and the SAE is elementwise; ``True`` forces it (error if impossible); ``False`` always runs the full SAE.
+    """
+
+    def __init__(self, sae: Any, latent: Float[torch.Tensor, " d_sae"], *, sparse: bool | str = "auto",
+                 sparse_fraction: float = 0.25):
+        if latent.shape[-1] != sae.cfg.d_sae:
+            raise InterpSteerError(f"latent vector has {latent.shape[-1]} entries but the SAE has {sae.cfg.d_sae}")
+        self.sae = sae
+        self.latent = latent
+        support = None
+        if sparse is not False and not latent.requires_grad:
+            nz = torch.nonzero(latent.detach() != 0).flatten()
+            small = nz.numel() <= sparse_fraction * latent.numel()
+            if _sparse_ok(sae) and (small or sparse is True):
+                support = nz
+            elif sparse is True:
+                raise InterpSteerError(
+                    f"sparse SAE steering needs an elementwise SAE (standard/jumprelu), got {sae.cfg.architecture()}"
+                )
+        self.support = support
+
+    def full(self, h: Act, strength: float | torch.Tensor) -> Act:
+        sae = self.sae
+        x = h.to(sae.dtype)
+        s = sae.encode(x)
+        steered = torch.relu(s + strength * self.latent.to(s.dtype))
+        return h + (sae.decode(steered) - sae.decode(s)).to(h.dtype)
+
+    def sparse(self, h: Act, strength: float | torch.Tensor) -> Act:
+        sae = self.sae
+        idx = self.support
+        assert idx is not None
+        if idx.numel() == 0:
+            return h
+        x = sae.process_sae_in(h.to(sae.dtype))
+        pre = x @ sae.W_enc[:, idx] + sae.b_enc[idx]
+        s = torch.relu(pre)
+        if sae.cfg.architecture() == "jumprelu":
+            s = s * (pre > sae.threshold[idx]).to(s.dtype)
+        delta = torch.relu(s + strength * self.latent[idx].to(s.dtype)) - s
+        return h + (delta @ sae.W_dec[idx]).to(h.dtype)
+
+    def __call__(self, h: Act, strength: float | torch.Tensor) -> Act:
+        if self.support is not None:
+            return self.sparse(h, strength)
+        return self.full(h, strength)
+
+
+def interventions_for(vector: SteeringVector, sae: Any | None = None, *, sparse: bool | str = "auto") -> dict[str, Intervention]:
+    """Build the interventions a :class:`SteeringVector` describes."""
+    out: dict[str, Intervention] = {}
+    for hook, parts in vector.tensors.items():
+        if vector.kind == "dense":
+            out[hook] = DenseIntervention(parts["vector"])
+        elif vector.kind == "affine":
+            out[hook] = AffineIntervention(parts["scale"], parts["bias"])
+        else:
+            if sae is None:
+                raise InterpSteerError(f"{vector.method} vector steers in SAE latent space: pass sae=")
+            out[hook] = SAEIntervention(sae, parts["latent"], sparse=sparse)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ positions
+
+
+@dataclass
+class StepState:
+    """Where the current forward pass is: ``offset`` = absolute index of its first position (KV cache), and
+    ``starts`` = per-row first steered absolute position (``None``: every position)."""
+
+    offset: int = 0
+    starts: torch.Tensor | None = None
+
+    def mask(self, batch: int, seq: int, device: torch.device) -> torch.Tensor | None:
+        if self.starts is None:
+            return None
+        pos = torch.arange(self.offset, self.offset + seq, device=device)
+        starts = self.starts.to(device)
+        if starts.shape[0] != batch:
+            raise InterpSteerError(f"position starts are given for {starts.shape[0]} rows but the batch has {batch}")
+        return pos[None, :] >= starts[:, None]
+
+
+def resolve_starts(
+    positions: str, *, instruction_end: torch.Tensor | None = None, response_start: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """Per-row first steered positions for a policy, from the chat bookkeeping of the batch."""
+    if positions not in POLICIES:
+        raise InterpSteerError(f"unknown position policy {positions!r}; expected one of {POLICIES}")
+    if positions == "all":
+        return None
+    starts = instruction_end if positions == "after_instruction" else response_start
+    if starts is None:
+        raise InterpSteerError(f"positions={positions!r} needs the token indices of each row's "
+                               "instruction end / response start (interp_steer.generate computes them)")
+    return starts
+
+
+# -------------------------------------------------------------------------------------------- hooks
+
+
+class SteeringHandle:
+    """Hooks attached to a model. ``strength`` and ``state`` can be changed while attached."""
+
+    def __init__(self, interventions: dict[str, Intervention], strength: float | torch.Tensor, state: StepState):
+        self.interventions = interventions
+        self.strength = strength
+        self.state = state
+        self._handles: list[Any] = []
+        self.active = True
+
+    def transform(self, hook: str, h: Act) -> Act:
+        if not self.active:
+            return h
+        steered = self.interventions[hook](h, self.strength)
+        mask = self.state.mask(h.shape[0], h.shape[1], h.device)
+        if mask is None:
+            return steered
+        return torch.where(mask[..., None], steered, h)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.active = False
+
+
+def attach(
+    model: Any,
+    vector: SteeringVector | dict[str, Intervention],
+    strength: float | torch.Tensor = 1.0,
+    *,
+    sae: Any | None = None,
+    positions: str | None = None,
+    starts: torch.Tensor | None = None,
+    check: bool = True,
+    sparse: bool | str = "auto",
+) -> SteeringHandle:
+    """Attach steering hooks to a TransformerLens model (remember to ``remove()``; prefer :func:`steer`)."""
+    if isinstance(vector, SteeringVector):
+        if check:
+            vector.check_compatible(model, sae)
+        interventions = interventions_for(vector, sae, sparse=sparse)
+        policy = positions or vector.positions
+    else:
+        interventions = vector
+        policy = positions or "all"
+    if policy not in POLICIES:
+        raise InterpSteerError(f"unknown position policy {policy!r}; expected one of {POLICIES}")
+    if policy != "all" and starts is None:
+        raise InterpSteerError(
+            f"positions={policy!r} needs starts (first steered token index per row); "
+            "interp_steer.generate and the trainers compute them from the chat template"
+        )
+    state = StepState(starts=starts if policy != "all" else None)
+    handle = SteeringHandle(interventions, strength, state)
+    for hook in interventions:
+        if hook not in model.hook_dict:
+            raise InterpSteerError(f"hook point {hook!r} does not exist in {model.cfg.model_name}")
+        point = model.hook_dict[hook]
+
+        def fn(module: Any, inputs: Any, output: torch.Tensor, _hook: str = hook) -> torch.Tensor:
+            return handle.transform(_hook, output)
+
+        handle._handles.append(point.register_forward_hook(fn))
+    return handle
+
+
+@contextmanager
+def steer(
+    model: Any,
+    vector: SteeringVector | dict[str, Intervention],
+    strength: float | torch.Tensor = 1.0,
+    *,
+    sae: Any | None = None,
+    positions: str | None = None,
+    starts: torch.Tensor | None = None,
+    check: bool = True,
+    sparse: bool | str = "auto",
+) -> Iterator[SteeringHandle]:
+    """Apply ``vector`` at ``strength`` inside the ``with`` block; hooks are always removed on exit.
+
+    >>> with steer(model, vec, strength=4.0):
+    ...     logits = model(tokens)
+    """
+    handle = attach(model, vector, strength, sae=sae, positions=positions, starts=starts, check=check, sparse=sparse)
+    try:
+        yield handle
+    finally:
+        handle.remove()
+
+
+# ----------------------------------------------------------------------------- Hugging Face twin hooks
+
+
+class NotMappable(Exception):
+    """A hook point without an exact Hugging Face equivalent (generation then uses the TL loop)."""
+
+
+_HF_LLAMA_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
+
+
+def _hf_layers(hf_model: Any) -> Any:
+    base = getattr(hf_model, "model", None)
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        raise NotMappable("model has no .model.layers")
+    return layers
+
+
+def attach_hf(hf_model: Any, handle: SteeringHandle) -> None:
+    """Register the interventions of ``handle`` on the HF twin (same objects, same math).
+
+    Raises :class:`NotMappable` for hook points without an exact HF equivalent.
+    """
+    layers = _hf_layers(hf_model)
+    arch = (getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__])[0]
+    plan: list[tuple[Any, str, str]] = []
+    for hook in handle.interventions:
+        parts = hook.split(".")
+        if len(parts) != 3 or parts[0] != "blocks":
+            raise NotMappable(hook)
+        layer = layers[int(parts[1])]
+        name = parts[2]
+        if name == "hook_resid_post":
+            plan.append((layer, "post", hook))
+        elif name == "hook_resid_pre":
+            plan.append((layer, "pre", hook))
+        elif name == "hook_attn_out" and arch in _HF_LLAMA_ARCHS:
+            plan.append((layer.self_attn, "post", hook))
+        elif name == "hook_mlp_out" and arch in _HF_LLAMA_ARCHS:
+            plan.append((layer.mlp, "post", hook))
+        else:
+            raise NotMappable(hook)
+
+    def offset_hook(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        cache = kwargs.get("past_key_values")
+        handle.state.offset = int(cache.get_seq_length()) if cache is not None else 0
+
+    handle._handles.append(hf_model.model.register_forward_pre_hook(offset_hook, with_kwargs=True))
+    for module, where, hook in plan:
+        if where == "post":
+            def post(module: Any, inputs: Any, output: Any, _hook: str = hook) -> Any:
+                if isinstance(output, tuple):
+                    return (handle.transform(_hook, output[0]), *output[1:])
+                return handle.transform(_hook, output)
+
+            handle._handles.append(module.register_forward_hook(post))
+        else:
+            def pre(module: Any, args: Any, kwargs: dict[str, Any], _hook: str = hook) -> Any:
+                if args:
+                    return (handle.transform(_hook, args[0]), *args[1:]), kwargs
+                kwargs = dict(kwargs)
+                kwargs["hidden_states"] = handle.transform(_hook, kwargs["hidden_states"])
+                return args, kwargs
+
+            handle._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))

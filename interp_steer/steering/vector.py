@@ -1,0 +1,215 @@
+"""``SteeringVector``: the one artifact every method produces (CAA, SAS, BiPO, YaPO, LinEAS, contrastive).
+
+Saved as ``<name>.safetensors`` (tensors; the JSON metadata is also embedded in the safetensors header) plus a
+human-readable ``<name>.json`` sidecar, both written atomically. Loading never unpickles: anything that is
+not a safetensors file is refused. Compatibility with the model (name + config/tokenizer hash) and, for
+SAE-latent vectors, with the SAE (content hash) is checked before use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float
+
+from interp_steer.errors import InterpSteerError
+
+Kind = Literal["dense", "sae", "affine"]
+KINDS: tuple[str, ...] = ("dense", "sae", "affine")
+FORMAT = "interp_steer.vector/1"
+# tensor names per hook point for each kind
+TENSOR_NAMES: dict[str, tuple[str, ...]] = {"dense": ("vector",), "sae": ("latent",), "affine": ("scale", "bias")}
+
+
+@dataclass
+class SteeringVector:
+    """A steering intervention learned or computed by one method.
+
+    Attributes:
+        method: "caa", "sas", "bipo", "yapo", "lineas", "contrastive", ...
+        kind: how it is applied — ``dense`` (``h + λ·v``), ``sae`` (``Dec(ReLU(Enc(h) + λ·v)) + h − Dec(Enc(h))``)
+            or ``affine`` (``λ·(ω⊙h + b) + (1 − λ)·h``).
+        tensors: ``{hook_point: {"vector"|"latent"|"scale"|"bias": tensor}}``.
+        model: model fingerprint dict (name, config_hash, tokenizer_hash, d_model, n_layers).
+        sae: SAE reference dict (hook, d_sae, architecture, content_hash, release/sae_id or path) for ``sae`` kind.
+        positions: default position policy when applied ("all", "after_instruction", "generated").
+        config: the method's settings; metrics: what it measured (losses, accuracies, norms).
+    """
+
+    method: str
+    kind: Kind
+    tensors: dict[str, dict[str, torch.Tensor]]
+    model: dict[str, Any]
+    sae: dict[str, Any] | None = None
+    positions: str = "all"
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InterpSteerError(f"unknown steering kind {self.kind!r}; expected one of {KINDS}")
+        if not self.tensors:
+            raise InterpSteerError("a SteeringVector needs at least one hook point")
+        for hook, parts in self.tensors.items():
+            missing = set(TENSOR_NAMES[self.kind]) - set(parts)
+            if missing:
+                raise InterpSteerError(f"{self.kind} vector at {hook} lacks tensors {sorted(missing)}")
+        if self.kind == "sae" and self.sae is None:
+            raise InterpSteerError("an SAE-latent vector must record its SAE reference")
+
+    # ------------------------------------------------------------------------------------------ access
+    @property
+    def hook_points(self) -> list[str]:
+        return list(self.tensors)
+
+    def vector(self, hook: str | None = None) -> Float[torch.Tensor, " d"]:
+        """The main tensor at ``hook`` (the only hook when ``None``): vector, latent code, or scale."""
+        if hook is None:
+            if len(self.tensors) != 1:
+                raise InterpSteerError(f"vector has {len(self.tensors)} hook points; name one: {self.hook_points}")
+            hook = self.hook_points[0]
+        if hook not in self.tensors:
+            raise InterpSteerError(f"no hook point {hook!r} in this vector (has {self.hook_points})")
+        return self.tensors[hook][TENSOR_NAMES[self.kind][0]]
+
+    def norms(self) -> dict[str, float]:
+        return {h: float(self.vector(h).float().norm()) for h in self.hook_points}
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> SteeringVector:
+        tensors = {h: {k: v.to(device=device, dtype=dtype) for k, v in p.items()} for h, p in self.tensors.items()}
+        return SteeringVector(self.method, self.kind, tensors, dict(self.model), self.sae, self.positions,
+                              dict(self.config), dict(self.metrics), self.created)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "method": self.method, "kind": self.kind, "hook_points": self.hook_points,
+            "model": self.model, "sae": self.sae, "positions": self.positions, "config": self.config,
+            "metrics": self.metrics, "created": self.created,
+            "norms": self.norms(),
+        }
+
+    # ---------------------------------------------------------------------------------- compatibility
+    def check_compatible(self, model: Any, sae: Any | None = None) -> None:
+        """Raise :class:`InterpSteerError` when this vector was made for another model or SAE."""
+        from interp_steer.models import model_fingerprint
+
+        fp = model_fingerprint(model).to_dict()
+        mine = self.model
+        if mine.get("config_hash") != fp["config_hash"] or mine.get("tokenizer_hash") != fp["tokenizer_hash"]:
+            raise InterpSteerError(
+                f"steering vector was made for model {mine.get('name')} (config {mine.get('config_hash')}, "
+                f"tokenizer {mine.get('tokenizer_hash')}) but is applied to {fp['name']} "
+                f"(config {fp['config_hash']}, tokenizer {fp['tokenizer_hash']})"
+            )
+        for hook in self.hook_points:
+            if hook not in model.hook_dict:
+                raise InterpSteerError(f"hook point {hook!r} of the vector does not exist in {fp['name']}")
+        if self.kind == "sae":
+            if sae is None:
+                raise InterpSteerError(
+                    f"this {self.method} vector steers in SAE latent space: pass the SAE it was trained with "
+                    f"({self.sae.get('release') or self.sae.get('path')}, hook {self.sae.get('hook')})"
+                    if self.sae else "this vector needs its SAE"
+                )
+            from interp_steer.saes import sae_reference
+
+            ref = sae_reference(sae).to_dict()
+            assert self.sae is not None
+            if ref["content_hash"] != self.sae.get("content_hash"):
+                raise InterpSteerError(
+                    f"SAE mismatch: the vector was made with SAE {self.sae.get('release') or self.sae.get('path')} "
+                    f"(hash {self.sae.get('content_hash')}) but got {ref.get('release') or ref.get('path')} "
+                    f"(hash {ref['content_hash']})"
+                )
+            if int(self.vector().numel()) != int(sae.cfg.d_sae):
+                raise InterpSteerError(f"latent vector has {self.vector().numel()} entries but the SAE has {sae.cfg.d_sae}")
+
+    # ------------------------------------------------------------------------------------------- I/O
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``path`` (``.safetensors`` appended if missing) and a ``.json`` sidecar, atomically."""
+        from safetensors.torch import save_file
+
+        target = Path(path)
+        if target.suffix != ".safetensors":
+            target = target.with_name(target.name + ".safetensors")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        flat = {f"{hook}::{name}": t.detach().to("cpu").contiguous()
+                for hook, parts in self.tensors.items() for name, t in parts.items()}
+        meta = self.metadata()
+        text = json.dumps(meta, indent=2, default=_json_default)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        tmp_json = target.with_suffix(".json").with_name(f".{target.stem}.json.tmp-{os.getpid()}")
+        try:
+            save_file(flat, str(tmp), metadata={"interp_steer": text})
+            tmp_json.write_text(text)
+            os.replace(tmp_json, target.with_suffix(".json"))
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+            tmp_json.unlink(missing_ok=True)
+        return target
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], *, model: Any | None = None, sae: Any | None = None,
+        device: str | torch.device | None = None,
+    ) -> SteeringVector:
+        """Load a vector saved by :meth:`save`; with ``model`` (and ``sae``) check compatibility."""
+        from safetensors import safe_open
+
+        file = Path(path)
+        if not file.exists() and file.with_name(file.name + ".safetensors").exists():
+            file = file.with_name(file.name + ".safetensors")
+        if not file.is_file():
+            raise InterpSteerError(f"steering vector file not found: {path}")
+        _refuse_non_safetensors(file)
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as fh:
+                header = fh.metadata() or {}
+                flat = {k: fh.get_tensor(k) for k in fh.keys()}
+        except Exception as exc:  # corrupt header
+            raise InterpSteerError(f"{file}: not a readable safetensors file ({exc})") from exc
+        if "interp_steer" not in header:
+            raise InterpSteerError(f"{file}: safetensors file without interp_steer metadata")
+        meta = json.loads(header["interp_steer"])
+        if meta.get("format") != FORMAT:
+            raise InterpSteerError(f"{file}: unsupported format {meta.get('format')!r} (expected {FORMAT})")
+        tensors: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in flat.items():
+            hook, _, name = key.rpartition("::")
+            tensors.setdefault(hook, {})[name] = tensor.to(device) if device is not None else tensor
+        vec = cls(
+            method=meta["method"], kind=meta["kind"], tensors={h: tensors[h] for h in meta["hook_points"]},
+            model=meta["model"], sae=meta.get("sae"), positions=meta.get("positions", "all"),
+            config=meta.get("config", {}), metrics=meta.get("metrics", {}), created=meta.get("created", ""),
+        )
+        if model is not None:
+            vec.check_compatible(model, sae)
+        return vec
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def _refuse_non_safetensors(file: Path) -> None:
+    """Refuse pickles (``torch.save`` zips, raw pickle streams) before anything parses them."""
+    with open(file, "rb") as fh:
+        head = fh.read(16)
+    if head[:2] == b"PK" or head[:1] == b"\x80" or file.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt"):
+        raise InterpSteerError(
+            f"{file}: refusing to load a pickle/torch.save file (unsafe); steering vectors are safetensors"
+        )
+    if len(head) < 9 or head[8:9] != b"{":
+        raise InterpSteerError(f"{file}: not a safetensors file")
