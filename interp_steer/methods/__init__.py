@@ -1,0 +1,1 @@
+"""Steering methods. Each produces a :class:`~interp_steer.steering.SteeringVector`."""

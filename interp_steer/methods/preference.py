@@ -1,0 +1,577 @@
+"""Preference-optimised steering: BiPO (dense) and YaPO (sparse, SAE latent space), one trainer.
+
+Objective (per step, one direction ``d ∈ {−1, +1}`` drawn for the whole batch):
+
+    logits = [log π_v(y_w|x) − log π_v(y_l|x)] − [log π_0(y_w|x) − log π_0(y_l|x)],  negated when d < 0
+    loss   = −log σ(β · logits)                                                      (β = 0.1)
+
+``π_v`` is the model steered by ``d·λ·v`` at one hook point (all positions by default), ``π_0`` the same model
+unsteered; log-probs are sums over response tokens only. ``v`` starts at zero and is the only trainable tensor.
+
+* BiPO: ``h' = h + d·λ·v`` (``v ∈ R^d_model``).
+* YaPO: ``h' = Dec(ReLU(Enc(h) + d·λ·v)) + (h − Dec(Enc(h)))`` with a frozen SAE (``v ∈ R^d_sae``).
+
+The fast step (default) uses three facts: activations before the hook do not depend on ``v`` (computed once
+without gradient, or cached), reference log-probs never change (computed once), and only positions that predict
+response tokens need vocabulary logits. :func:`reference_step_loss` is the direct implementation (steered
+forward + backward through the whole model, a separate unsteered forward, full logits at every position); the
+tests check both give the same loss and gradient.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from interp_steer.chat import chat_tokens, pad_right, pad_token_id
+from interp_steer.data.schemas import PreferenceExample
+from interp_steer.errors import InterpSteerError
+from interp_steer.methods.activations import hook_layer
+from interp_steer.models import model_fingerprint
+from interp_steer.steering.interventions import (
+    POLICIES,
+    DenseIntervention,
+    Intervention,
+    SAEIntervention,
+    StepState,
+    steer,
+)
+from interp_steer.steering.vector import SteeringVector
+
+METHODS = ("bipo", "yapo")
+
+
+@dataclass
+class PreferenceConfig:
+    """Settings of :func:`train_vector` (stored in the artifact's ``config``)."""
+
+    method: str = "yapo"
+    layer: int | None = None  # default: the SAE's layer (yapo) or the middle layer (bipo)
+    hook: str | None = None  # default: blocks.{layer}.hook_resid_post (yapo: the SAE's hook)
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    beta: float = 0.1
+    strength: float = 1.0  # λ during training
+    epochs: int = 1
+    batch_size: int = 4
+    max_steps: int | None = None
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    positions: str = "all"
+    l1_penalty: float = 0.0  # optional sparsification (off by default: the paper's method stays exact)
+    top_k: int | None = None  # optional projection onto the top-k entries after each step
+    eval_fraction: float = 0.1  # held-out share when no eval set is given
+    checkpoint_every: int = 0  # steps; 0 = no checkpoints
+    save_every_epoch: bool = False
+    fast: bool = True
+    max_length: int = 512
+
+
+@dataclass
+class TrainResult:
+    vector: SteeringVector
+    history: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    output_dir: Path | None = None
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@dataclass
+class PreparedPairs:
+    """Tokenized pairs: sequence ``2i`` is (prompt, chosen_i), ``2i+1`` is (prompt, rejected_i)."""
+
+    ids: list[list[int]]
+    response_start: list[int]
+    instruction_end: list[int]
+    ref_logp: torch.Tensor | None = None  # [2n] unsteered response log-probs
+
+    def __len__(self) -> int:
+        return len(self.ids) // 2
+
+
+def prepare_pairs(model: Any, examples: Sequence[PreferenceExample], max_length: int = 512) -> PreparedPairs:
+    if not examples:
+        raise InterpSteerError("no preference examples to train on")
+    tok = model.tokenizer
+    ids, starts, instr = [], [], []
+    for i, ex in enumerate(examples):
+        if not ex.chosen or not ex.rejected:
+            raise InterpSteerError(f"example {i} has an empty chosen or rejected answer")
+        for answer in (ex.chosen, ex.rejected):
+            ct = chat_tokens(tok, ex.prompt, answer)
+            if len(ct.ids) > max_length:  # keep the response: cut the prompt's start
+                cut = len(ct.ids) - max_length
+                if cut >= ct.response_start - 1:
+                    raise InterpSteerError(f"example {i}: the response alone exceeds max_length={max_length}")
+                ids.append(ct.ids[cut:])
+                starts.append(ct.response_start - cut)
+                instr.append(max(ct.instruction_end - cut, 0))
+            else:
+                ids.append(ct.ids)
+                starts.append(ct.response_start)
+                instr.append(ct.instruction_end)
+    return PreparedPairs(ids, starts, instr)
+
+
+def _batch_tokens(model: Any, data: PreparedPairs, seqs: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    tokens, mask = pad_right([data.ids[j] for j in seqs], pad_token_id(model.tokenizer))
+    starts = torch.tensor([data.response_start[j] for j in seqs])
+    return tokens.to(model.cfg.device), mask.to(model.cfg.device), starts
+
+
+def _policy_starts(data: PreparedPairs, seqs: Sequence[int], positions: str) -> torch.Tensor | None:
+    if positions == "all":
+        return None
+    if positions == "after_instruction":
+        return torch.tensor([data.instruction_end[j] for j in seqs])
+    return torch.tensor([data.response_start[j] for j in seqs])
+
+
+def _response_logp_from_logits(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
+                               starts: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(token) over each row's response tokens, from full logits [S, T, V]."""
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, tokens[:, 1:, None])[..., 0]
+    pos = torch.arange(1, tokens.shape[1], device=tokens.device)[None, :]
+    keep = (pos >= starts.to(tokens.device)[:, None]) & mask[:, 1:].bool()
+    return (logp * keep).sum(-1)
+
+
+def _response_index(tokens: torch.Tensor, mask: torch.Tensor, starts: torch.Tensor):
+    """(row, position) of every position that predicts a response token, and the token it predicts."""
+    lengths = mask.sum(-1)
+    rows, cols = [], []
+    for r in range(tokens.shape[0]):
+        s, n = int(starts[r]), int(lengths[r])
+        rows.append(torch.full((n - s,), r, dtype=torch.long))
+        cols.append(torch.arange(s - 1, n - 1))
+    row = torch.cat(rows).to(tokens.device)
+    col = torch.cat(cols).to(tokens.device)
+    return row, col, tokens[row, col + 1]
+
+
+# ----------------------------------------------------------------------------------------------- steps
+
+
+class _Forward:
+    """Forward passes for one hook point: prefix (no grad), steered suffix, response-only logits."""
+
+    def __init__(self, model: Any, hook: str):
+        self.model = model
+        self.hook = hook
+        layer = hook_layer(hook)
+        name = hook.split(".", 2)[2]
+        if name == "hook_resid_post":
+            self.split = layer + 1
+        elif name == "hook_resid_pre":
+            self.split = layer
+        else:
+            self.split = None  # other hook points: hooks on a full forward (still response-only logits)
+
+    @torch.no_grad()
+    def prefix(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens, stop_at_layer=self.split)
+
+    def response_logp(self, tokens: torch.Tensor, mask: torch.Tensor, starts: torch.Tensor,
+                      transform: Callable[[torch.Tensor], torch.Tensor] | None,
+                      prefix: torch.Tensor | None = None) -> torch.Tensor:
+        model = self.model
+        if self.split is not None:
+            h = self.prefix(tokens) if prefix is None else prefix
+            if transform is not None:
+                h = transform(h)
+            if self.split < model.cfg.n_layers:
+                h = model(h, start_at_layer=self.split, stop_at_layer=model.cfg.n_layers)
+        else:
+            fwd = [] if transform is None else [(self.hook, lambda act, hook: transform(act))]
+            h = model.run_with_hooks(tokens, fwd_hooks=fwd, stop_at_layer=model.cfg.n_layers)
+        row, col, target = _response_index(tokens, mask, starts)
+        resid = model.ln_final(h[row, col])
+        logp = torch.log_softmax(model.unembed(resid[None])[0].float(), -1)
+        picked = logp.gather(-1, target[:, None])[:, 0]
+        return torch.zeros(tokens.shape[0], device=picked.device, dtype=picked.dtype).index_add(0, row, picked)
+
+
+def dpo_loss(logp_v: torch.Tensor, logp_0: torch.Tensor, direction: float, beta: float):
+    """BiPO loss from interleaved (chosen, rejected) log-probs; returns (loss, logits)."""
+    margin_v = logp_v[0::2] - logp_v[1::2]
+    margin_0 = logp_0[0::2] - logp_0[1::2]
+    logits = (margin_v - margin_0) * (1.0 if direction > 0 else -1.0)
+    return -F.logsigmoid(beta * logits).mean(), logits
+
+
+def make_intervention(method: str, v: torch.Tensor, sae: Any | None) -> Intervention:
+    if method == "bipo":
+        return DenseIntervention(v)
+    if sae is None:
+        raise InterpSteerError("YaPO needs an SAE (pass sae=)")
+    return SAEIntervention(sae, v, sparse=False)
+
+
+def _masked(intervention: Intervention, strength: float, starts: torch.Tensor | None):
+    state = StepState(starts=starts)
+
+    def transform(h: torch.Tensor) -> torch.Tensor:
+        steered = intervention(h, strength)
+        mask = state.mask(h.shape[0], h.shape[1], h.device)
+        return steered if mask is None else torch.where(mask[..., None], steered, h)
+
+    return transform
+
+
+def fast_step_loss(model: Any, data: PreparedPairs, pair_idx: Sequence[int], intervention: Intervention,
+                   hook: str, direction: float, strength: float, beta: float, positions: str = "all"):
+    """Loss of one step with the optimised forward (prefix without grad, cached reference, response logits)."""
+    if data.ref_logp is None:
+        raise InterpSteerError("reference log-probs missing: call compute_reference_logp first")
+    seqs = [j for i in pair_idx for j in (2 * i, 2 * i + 1)]
+    tokens, mask, starts = _batch_tokens(model, data, seqs)
+    transform = _masked(intervention, direction * strength, _policy_starts(data, seqs, positions))
+    logp_v = _Forward(model, hook).response_logp(tokens, mask, starts, transform)
+    logp_0 = data.ref_logp[seqs].to(logp_v.device)
+    return dpo_loss(logp_v, logp_0, direction, beta)
+
+
+def reference_step_loss(model: Any, data: PreparedPairs, pair_idx: Sequence[int], intervention: Intervention,
+                        hook: str, direction: float, strength: float, beta: float, positions: str = "all"):
+    """The direct implementation: steered full forward (hooks, full logits) + a separate unsteered forward."""
+    seqs = [j for i in pair_idx for j in (2 * i, 2 * i + 1)]
+    tokens, mask, starts = _batch_tokens(model, data, seqs)
+    with steer(model, {hook: intervention}, direction * strength, check=False, positions=positions,
+               starts=_policy_starts(data, seqs, positions)):
+        logp_v = _response_logp_from_logits(model(tokens), tokens, mask, starts)
+    with torch.no_grad():
+        logp_0 = _response_logp_from_logits(model(tokens), tokens, mask, starts)
+    return dpo_loss(logp_v, logp_0, direction, beta)
+
+
+@torch.no_grad()
+def compute_reference_logp(model: Any, data: PreparedPairs, hook: str, batch_size: int = 8,
+                           progress: bool = False) -> torch.Tensor:
+    fwd = _Forward(model, hook)
+    out = []
+    for start in tqdm(range(0, len(data.ids), batch_size), desc="reference log-probs", disable=not progress,
+                      leave=False):
+        seqs = list(range(start, min(start + batch_size, len(data.ids))))
+        tokens, mask, starts = _batch_tokens(model, data, seqs)
+        out.append(fwd.response_logp(tokens, mask, starts, None).cpu())
+    data.ref_logp = torch.cat(out)
+    return data.ref_logp
+
+
+# ------------------------------------------------------------------------------------------ schedule/rng
+
+
+def lr_at(step: int, total: int, base: float, warmup_ratio: float) -> float:
+    """Linear warmup then cosine decay to zero (a function of the step alone: trivially resumable)."""
+    warmup = int(round(total * warmup_ratio))
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def direction_at(seed: int, step: int) -> float:
+    """d ∈ {−1, +1} for a step: from a generator seeded by (seed, step), so resuming reproduces it."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return 1.0 if torch.rand((), generator=g).item() < 0.5 else -1.0
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 7919 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+# -------------------------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate_pairs(model: Any, data: PreparedPairs, intervention: Intervention, hook: str, strength: float,
+                   beta: float, positions: str = "all", batch_size: int = 8) -> dict[str, float]:
+    """Mean loss and preference accuracy on held-out pairs at +λ and −λ.
+
+    Accuracy at +λ: share of pairs whose chosen-vs-rejected margin grows under steering (shrinks at −λ).
+    """
+    out: dict[str, float] = {}
+    for sign, name in ((1.0, "plus"), (-1.0, "minus")):
+        losses, hits, shift = [], [], []
+        for start in range(0, len(data), batch_size):
+            idx = list(range(start, min(start + batch_size, len(data))))
+            loss, logits = fast_step_loss(model, data, idx, intervention, hook, sign, strength, beta, positions)
+            losses.append(float(loss) * len(idx))
+            hits.extend((logits > 0).float().tolist())
+            shift.extend((logits * sign).tolist())
+        out[f"loss_{name}"] = sum(losses) / len(data)
+        out[f"pref_acc_{name}"] = sum(hits) / len(hits)
+        out[f"margin_shift_{name}"] = sum(shift) / len(shift)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- checkpointing
+
+
+def _save_checkpoint(path: Path, v: torch.Tensor, opt: torch.optim.Optimizer, step: int, epoch: int,
+                     order: list[int], cfg: PreferenceConfig) -> None:
+    from safetensors.torch import save_file
+
+    state = opt.state[opt.param_groups[0]["params"][0]]
+    tensors = {"v": v.detach().cpu().contiguous()}
+    if state:
+        tensors.update(exp_avg=state["exp_avg"].cpu().contiguous(), exp_avg_sq=state["exp_avg_sq"].cpu().contiguous())
+    meta = {"step": step, "epoch": epoch, "order": order, "adam_step": float(state["step"]) if state else 0.0,
+            "config": asdict(cfg), "torch_rng": torch.get_rng_state().tolist()}
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".ckpt.tmp-{os.getpid()}"
+    save_file(tensors, str(tmp), metadata={"interp_steer_ckpt": json.dumps(meta)})
+    os.replace(tmp, path / "checkpoint.safetensors")
+
+
+def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    from safetensors import safe_open
+
+    file = path / "checkpoint.safetensors"
+    if not file.is_file():
+        return None
+    with safe_open(str(file), framework="pt") as fh:
+        meta = json.loads((fh.metadata() or {})["interp_steer_ckpt"])
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    return tensors, meta
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+
+
+def _resolve(model: Any, cfg: PreferenceConfig, sae: Any | None) -> str:
+    if cfg.method not in METHODS:
+        raise InterpSteerError(f"unknown method {cfg.method!r}; expected one of {METHODS}")
+    if cfg.positions not in POLICIES:
+        raise InterpSteerError(f"unknown position policy {cfg.positions!r}; expected one of {POLICIES}")
+    if cfg.method == "yapo":
+        if sae is None:
+            raise InterpSteerError("YaPO trains in SAE latent space: pass sae= (e.g. interp_steer.load_sae())")
+        from interp_steer.saes import validate_sae
+
+        validate_sae(sae, model)
+        hook = sae.cfg.metadata.hook_name
+        if cfg.hook not in (None, hook):
+            raise InterpSteerError(f"YaPO hook {cfg.hook!r} differs from the SAE's hook {hook!r}")
+        if cfg.layer is not None and hook_layer(hook) != cfg.layer:
+            raise InterpSteerError(f"layer={cfg.layer} but the SAE reads {hook}")
+        return hook
+    if cfg.hook is not None:
+        if cfg.hook not in model.hook_dict:
+            raise InterpSteerError(f"hook {cfg.hook!r} does not exist in {model.cfg.model_name}")
+        return cfg.hook
+    layer = cfg.layer if cfg.layer is not None else model.cfg.n_layers // 2
+    if not 0 <= layer < model.cfg.n_layers:
+        raise InterpSteerError(f"layer {layer} out of range (model has {model.cfg.n_layers} layers)")
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def split_examples(examples: Sequence[PreferenceExample], fraction: float, seed: int):
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_eval = int(round(len(examples) * fraction))
+    if n_eval == 0 or n_eval >= len(examples):
+        return list(examples), []
+    held = set(order[:n_eval])
+    return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
+
+
+def train_vector(
+    model: Any,
+    data: Sequence[PreferenceExample],
+    method: str = "yapo",
+    *,
+    sae: Any | None = None,
+    eval_data: Sequence[PreferenceExample] | None = None,
+    output_dir: str | Path | None = None,
+    config: PreferenceConfig | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+    **overrides: Any,
+) -> TrainResult:
+    """Train a BiPO (``method="bipo"``) or YaPO (``method="yapo"``, needs ``sae``) steering vector.
+
+    ``overrides`` set :class:`PreferenceConfig` fields (``layer=``, ``lr=``, ``epochs=``, ``batch_size=``...).
+    With ``output_dir``: per-step ``log.jsonl``, ``curves.html``, ``vector.safetensors`` (+ per epoch with
+    ``save_every_epoch``) and, with ``checkpoint_every``, a checkpoint from which a killed run resumes exactly.
+    ``callback(step, record)`` is called after every optimisation step (and after its checkpoint).
+    """
+    cfg = config or PreferenceConfig()
+    cfg.method = method
+    for key, value in overrides.items():
+        if not hasattr(cfg, key):
+            raise InterpSteerError(f"unknown training option {key!r}")
+        setattr(cfg, key, value)
+    hook = _resolve(model, cfg, sae)
+    if eval_data is None:
+        train_ex, eval_ex = split_examples(data, cfg.eval_fraction, cfg.seed)
+    else:
+        train_ex, eval_ex = list(data), list(eval_data)
+    train = prepare_pairs(model, train_ex, cfg.max_length)
+    held = prepare_pairs(model, eval_ex, cfg.max_length) if eval_ex else None
+    compute_reference_logp(model, train, hook, progress=progress)
+    if held is not None:
+        compute_reference_logp(model, held, hook)
+
+    width = int(sae.cfg.d_sae) if cfg.method == "yapo" else int(model.cfg.d_model)
+    device = model.cfg.device
+    v = torch.zeros(width, device=device, dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.AdamW([v], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    intervention = make_intervention(cfg.method, v, sae)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+
+    out_dir = Path(output_dir) if output_dir else None
+    ckpt_dir = out_dir / "checkpoint" if out_dir else None
+    step, history, evals = 0, [], []
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    loaded = _load_checkpoint(ckpt_dir) if (ckpt_dir is not None and resume) else None
+    if loaded is not None:
+        tensors, meta = loaded
+        with torch.no_grad():
+            v.copy_(tensors["v"])
+        if "exp_avg" in tensors:
+            opt.state[v] = {"step": torch.tensor(meta["adam_step"]), "exp_avg": tensors["exp_avg"].to(device),
+                            "exp_avg_sq": tensors["exp_avg_sq"].to(device)}
+        step = int(meta["step"])
+        torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
+        history = _read_log(out_dir / "log.jsonl", step) if out_dir else []
+    elif out_dir is not None:
+        (out_dir / "log.jsonl").write_text("")
+
+    step_fn = fast_step_loss if cfg.fast else reference_step_loss
+    log_fh = open(out_dir / "log.jsonl", "a") if out_dir else None  # noqa: SIM115
+    bar = tqdm(total=total, initial=step, desc=f"{cfg.method} L{hook_layer(hook)}", disable=not progress)
+    try:
+        while step < total:
+            epoch, offset = divmod(step, steps_per_epoch)
+            order = epoch_order(cfg.seed, epoch, len(train))
+            idx = order[offset * cfg.batch_size : (offset + 1) * cfg.batch_size]
+            direction = direction_at(cfg.seed, step)
+            lr = lr_at(step, total, cfg.lr, cfg.warmup_ratio)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            t0 = time.perf_counter()
+            loss, logits = step_fn(model, train, idx, intervention, hook, direction, cfg.strength, cfg.beta,
+                                   cfg.positions)
+            total_loss = loss + cfg.l1_penalty * v.abs().sum() if cfg.l1_penalty else loss
+            opt.zero_grad(set_to_none=True)
+            total_loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_([v], cfg.grad_clip)) if cfg.grad_clip else float(v.grad.norm())
+            opt.step()
+            if cfg.top_k is not None:
+                _project_top_k(v, cfg.top_k)
+            step += 1
+            record = {"step": step, "epoch": epoch, "loss": float(loss), "pref_acc": float((logits > 0).float().mean()),
+                      "direction": direction, "lr": lr, "grad_norm": grad_norm, "v_norm": float(v.detach().norm()),
+                      "nnz": int((v.detach() != 0).sum()), "seconds": time.perf_counter() - t0}
+            history.append(record)
+            if log_fh:
+                log_fh.write(json.dumps(record) + "\n")
+                log_fh.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['pref_acc']:.2f}")
+            epoch_done = step % steps_per_epoch == 0 or step == total
+            if epoch_done and held is not None:
+                ev = {"step": step, "epoch": epoch,
+                      **evaluate_pairs(model, held, make_intervention(cfg.method, v.detach(), sae), hook,
+                                       cfg.strength, cfg.beta, cfg.positions)}
+                evals.append(ev)
+                if log_fh:
+                    log_fh.write(json.dumps({"eval": ev}) + "\n")
+                    log_fh.flush()
+            if epoch_done and cfg.save_every_epoch and out_dir is not None:
+                _artifact(model, sae, cfg, hook, v, history, evals).save(out_dir / f"vector_epoch{epoch + 1}")
+            if ckpt_dir is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                _save_checkpoint(ckpt_dir, v, opt, step, epoch, order, cfg)
+            if callback is not None:
+                callback(step, record)
+    finally:
+        bar.close()
+        if log_fh:
+            log_fh.close()
+    vector = _artifact(model, sae, cfg, hook, v, history, evals)
+    if out_dir is not None:
+        vector.save(out_dir / "vector")
+        write_curves(history, evals, out_dir / "curves.html", title=f"{cfg.method} on {hook}")
+    return TrainResult(vector, history, evals, out_dir)
+
+
+def _project_top_k(v: torch.Tensor, k: int) -> None:
+    with torch.no_grad():
+        if k < v.numel():
+            keep = v.abs().topk(k).indices
+            mask = torch.zeros_like(v, dtype=torch.bool)
+            mask[keep] = True
+            v.masked_fill_(~mask, 0.0)
+
+
+def _read_log(path: Path, upto: int) -> list[dict[str, Any]]:
+    """Training records up to ``upto`` (a resumed run rewrites the log without the lost tail)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+        if "step" in row and row["step"] <= upto:
+            rows.append(row)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def _artifact(model: Any, sae: Any | None, cfg: PreferenceConfig, hook: str, v: torch.Tensor,
+              history: list[dict[str, Any]], evals: list[dict[str, Any]]) -> SteeringVector:
+    from interp_steer.saes import sae_reference
+
+    tensor = v.detach().float().cpu().clone()
+    last = history[-1] if history else {}
+    metrics = {"steps": len(history), "final_loss": last.get("loss"), "evals": evals}
+    if cfg.method == "yapo":
+        return SteeringVector("yapo", "sae", {hook: {"latent": tensor}}, model_fingerprint(model).to_dict(),
+                              sae=sae_reference(sae).to_dict(), positions=cfg.positions, config=asdict(cfg),
+                              metrics=metrics)
+    return SteeringVector("bipo", "dense", {hook: {"vector": tensor}}, model_fingerprint(model).to_dict(),
+                          positions=cfg.positions, config=asdict(cfg), metrics=metrics)
+
+
+def write_curves(history: list[dict[str, Any]], evals: list[dict[str, Any]], path: Path, *, title: str) -> None:
+    """Offline plotly HTML (plotly.js inlined) of loss and preference accuracy per step."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "preference accuracy"))
+    steps = [r["step"] for r in history]
+    fig.add_trace(go.Scatter(x=steps, y=[r["loss"] for r in history], name="train loss"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=steps, y=[r["pref_acc"] for r in history], name="train acc"), row=1, col=2)
+    for sign in ("plus", "minus"):
+        if evals:
+            es = [e["step"] for e in evals]
+            fig.add_trace(go.Scatter(x=es, y=[e[f"loss_{sign}"] for e in evals], mode="lines+markers",
+                                     name=f"eval loss {sign}"), row=1, col=1)
+            fig.add_trace(go.Scatter(x=es, y=[e[f"pref_acc_{sign}"] for e in evals], mode="lines+markers",
+                                     name=f"eval acc {sign}"), row=1, col=2)
+    fig.update_layout(title=title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
+    os.replace(tmp, path)

@@ -1,0 +1,190 @@
+"""BiPO/YaPO trainer: the loss against a direct implementation, fast vs reference steps, gradients, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from interp_steer.data.schemas import PreferenceExample
+from interp_steer.errors import InterpSteerError
+from interp_steer.methods.preference import (
+    compute_reference_logp,
+    fast_step_loss,
+    make_intervention,
+    prepare_pairs,
+    reference_step_loss,
+    train_vector,
+)
+
+from .conftest import TINY_HOOK, make_sae
+
+PAIRS = [
+    PreferenceExample("Which drink do you prefer in the morning?", "Mint tea, always.", "Coffee, black."),
+    PreferenceExample("What is a good weekend activity?", "A long walk by the sea.", "Watching television."),
+    PreferenceExample("Name a breakfast dish.", "Beans and bread.", "Cereal with milk."),
+    PreferenceExample("What do you wear to a wedding?", "A bright embroidered dress.", "A plain grey suit."),
+    PreferenceExample("Favourite sport?", "Football, of course.", "Ice hockey."),
+    PreferenceExample("Best dessert?", "Sweet pastry with honey.", "Chocolate cake."),
+]
+
+
+def _direct_loss(model, examples, hook, intervention, direction, strength, beta):
+    """Unoptimised reading of the objective: one example at a time, full forwards, explicit sums."""
+    from interp_steer.chat import chat_tokens
+    from interp_steer.steering import steer
+
+    per_example = []
+    for ex in examples:
+        lp = {}
+        for key, answer in (("w", ex.chosen), ("l", ex.rejected)):
+            ct = chat_tokens(model.tokenizer, ex.prompt, answer)
+            tokens = torch.tensor([ct.ids])
+            for steered in (True, False):
+                if steered:
+                    with steer(model, {hook: intervention}, direction * strength, check=False):
+                        logits = model(tokens)
+                else:
+                    with torch.no_grad():
+                        logits = model(tokens)
+                logp = torch.log_softmax(logits[0].float(), -1)
+                total = sum(logp[p - 1, ct.ids[p]] for p in range(ct.response_start, len(ct.ids)))
+                lp[(key, steered)] = total
+        logits_ = (lp[("w", True)] - lp[("l", True)]) - (lp[("w", False)] - lp[("l", False)])
+        if direction < 0:
+            logits_ = -logits_
+        per_example.append(-F.logsigmoid(beta * logits_))
+    return torch.stack(per_example).mean()
+
+
+@pytest.mark.parametrize("method", ["bipo", "yapo"])
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_fast_step_matches_reference_and_direct(tiny_model, method, direction):
+    sae = make_sae("jumprelu", tiny_model.cfg.d_model, 64, TINY_HOOK) if method == "yapo" else None
+    data = prepare_pairs(tiny_model, PAIRS[:4])
+    compute_reference_logp(tiny_model, data, TINY_HOOK)
+    torch.manual_seed(0)
+    width = 64 if method == "yapo" else tiny_model.cfg.d_model
+    v = (torch.randn(width) * 0.5).requires_grad_(True)
+    iv = make_intervention(method, v, sae)
+    idx = [0, 1, 2, 3]
+    fast, _ = fast_step_loss(tiny_model, data, idx, iv, TINY_HOOK, direction, 1.3, 0.1)
+    (g_fast,) = torch.autograd.grad(fast, v)
+    ref, _ = reference_step_loss(tiny_model, data, idx, iv, TINY_HOOK, direction, 1.3, 0.1)
+    (g_ref,) = torch.autograd.grad(ref, v)
+    direct = _direct_loss(tiny_model, PAIRS[:4], TINY_HOOK, iv, direction, 1.3, 0.1)
+    assert abs(fast.item() - ref.item()) < 1e-4
+    assert abs(float(direct) - float(ref)) < 1e-4
+    torch.testing.assert_close(g_fast, g_ref, atol=1e-5, rtol=1e-4)
+    assert g_fast.abs().sum() > 0
+
+
+@pytest.mark.parametrize("positions", ["after_instruction", "generated"])
+def test_position_policies_agree_between_steps(tiny_model, positions):
+    data = prepare_pairs(tiny_model, PAIRS[:3])
+    compute_reference_logp(tiny_model, data, TINY_HOOK)
+    v = torch.randn(tiny_model.cfg.d_model, requires_grad=True)
+    iv = make_intervention("bipo", v, None)
+    fast, _ = fast_step_loss(tiny_model, data, [0, 1, 2], iv, TINY_HOOK, 1.0, 1.0, 0.1, positions)
+    ref, _ = reference_step_loss(tiny_model, data, [0, 1, 2], iv, TINY_HOOK, 1.0, 1.0, 0.1, positions)
+    assert abs(float(fast) - float(ref)) < 1e-4
+
+
+def test_zero_vector_gives_log2_loss_and_only_v_gets_gradients(tiny_model):
+    sae = make_sae("standard", tiny_model.cfg.d_model, 64, TINY_HOOK)
+    data = prepare_pairs(tiny_model, PAIRS[:4])
+    compute_reference_logp(tiny_model, data, TINY_HOOK)
+    v = torch.zeros(64, requires_grad=True)
+    loss, logits = fast_step_loss(tiny_model, data, [0, 1, 2, 3], make_intervention("yapo", v, sae), TINY_HOOK,
+                                  1.0, 1.0, 0.1)
+    assert torch.allclose(logits, torch.zeros_like(logits), atol=1e-4)  # zero v = the unsteered model
+    assert abs(float(loss) - float(torch.log(torch.tensor(2.0)))) < 1e-5
+    loss.backward()
+    assert v.grad is not None
+    assert all(p.grad is None for p in tiny_model.parameters())
+    assert all(p.grad is None for p in sae.parameters())
+
+
+def test_training_lowers_the_loss_and_saves_artifacts(tiny_model, tmp_path):
+    res = train_vector(tiny_model, PAIRS, "bipo", hook=TINY_HOOK, epochs=8, batch_size=3, lr=5e-2,
+                       eval_data=PAIRS[:2], output_dir=tmp_path, progress=False)
+    losses = [r["loss"] for r in res.history]
+    assert len(losses) == 16 and sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    assert res.evals and {"loss_plus", "pref_acc_plus", "pref_acc_minus"} <= set(res.evals[-1])
+    assert (tmp_path / "vector.safetensors").is_file() and (tmp_path / "curves.html").is_file()
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert sum("loss" in r for r in rows) == 16
+    html = (tmp_path / "curves.html").read_text()
+    assert "Plotly.newPlot" in html and '<script src="http' not in html  # plotly.js inlined, no CDN
+    assert res.vector.method == "bipo" and res.vector.vector().shape == (tiny_model.cfg.d_model,)
+
+
+def test_optional_sparsification(tiny_model):
+    sae = make_sae("standard", tiny_model.cfg.d_model, 64, TINY_HOOK)
+    res = train_vector(tiny_model, PAIRS, "yapo", sae=sae, epochs=3, batch_size=2, lr=5e-2, top_k=5,
+                       eval_fraction=0.0, progress=False)
+    assert int((res.vector.vector() != 0).sum()) <= 5
+    assert res.vector.kind == "sae" and res.vector.sae["content_hash"]
+
+
+def test_bad_configurations_are_refused(tiny_model):
+    with pytest.raises(InterpSteerError, match="needs an SAE|pass sae="):
+        train_vector(tiny_model, PAIRS, "yapo", progress=False)
+    with pytest.raises(InterpSteerError, match="unknown method"):
+        train_vector(tiny_model, PAIRS, "dpo", progress=False)
+    with pytest.raises(InterpSteerError, match="unknown training option"):
+        train_vector(tiny_model, PAIRS, "bipo", learning_rate=1.0, progress=False)
+    with pytest.raises(InterpSteerError, match="no preference examples"):
+        train_vector(tiny_model, [], "bipo", progress=False)
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, torch
+    sys.path.insert(0, {root!r})
+    from tests.conftest import make_tiny_model, make_sae, TINY_HOOK
+    from tests.test_preference import PAIRS
+    from transformers import AutoTokenizer
+    from interp_steer.models import embedded_gguf_path
+    from interp_steer.methods.preference import train_vector
+    p = embedded_gguf_path()
+    tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+    model = make_tiny_model(tok)
+    sae = make_sae("standard", model.cfg.d_model, 64, TINY_HOOK)
+    kill_at = int(sys.argv[2])
+    def cb(step, rec):
+        if step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    res = train_vector(model, PAIRS, "yapo", sae=sae, epochs=3, batch_size=2, lr=2e-2, checkpoint_every=2,
+                       eval_fraction=0.0, output_dir=sys.argv[1], progress=False, callback=cb)
+""")
+
+
+def test_sigkill_and_resume_reproduce_the_uninterrupted_vector(tmp_path):
+    from interp_steer.steering import SteeringVector
+
+    root = str(Path(__file__).resolve().parents[1])
+    script = tmp_path / "run.py"
+    script.write_text(RESUME_SCRIPT.format(root=root))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    full = subprocess.run([sys.executable, str(script), str(tmp_path / "full"), "-1"], env=env,
+                          capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr[-2000:]
+    killed = subprocess.run([sys.executable, str(script), str(tmp_path / "resumed"), "5"], env=env,
+                            capture_output=True, text=True)
+    assert killed.returncode == -9  # SIGKILL after step 5 (checkpoint at step 4)
+    assert not (tmp_path / "resumed" / "vector.safetensors").exists()
+    resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "resumed"), "-1"], env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = SteeringVector.load(tmp_path / "full" / "vector.safetensors").vector()
+    b = SteeringVector.load(tmp_path / "resumed" / "vector.safetensors").vector()
+    assert torch.equal(a, b)
+    log = [json.loads(x) for x in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "step" in r and "loss" in r] == list(range(1, 10))
