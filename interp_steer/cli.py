@@ -240,14 +240,163 @@ def _add_generate(sub: Any) -> None:
     p.set_defaults(func=cmd_generate)
 
 
+# ---------------------------------------------------------------------------------------------------- train
+
+
+def _add_data_args(p: argparse.ArgumentParser, default: str = "culture") -> None:
+    p.add_argument("--data", default=default,
+                   help="culture | bipo:<behaviour> | mwe:<name> | dcl[:<file>] | a JSONL/CSV with prompt/chosen/rejected")
+    p.add_argument("--country", action="append", help="culture/dcl country (repeatable; default: all)")
+    p.add_argument("--localization", choices=["localized", "nolocalized"], default=None,
+                   help="culture/dcl prompts to use (default: both)")
+    p.add_argument("--form", choices=["mcq", "open_ended"], default="mcq", help="culture/dcl answer form")
+    p.add_argument("--limit", type=int, default=None, help="use at most this many training pairs")
+
+
+def _train_eval_pairs(args: argparse.Namespace):
+    from interp_steer.data.specs import has_splits, load_pairs
+
+    kw = dict(countries=args.country, localization=args.localization, form=args.form, seed=args.seed)
+    train = load_pairs(args.data, split="train", limit=args.limit, **kw)
+    test = load_pairs(args.data, split="test", **kw) if has_splits(args.data) else None
+    return train, test
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from interp_steer.methods.preference import train_vector
+    from interp_steer.saes import load_sae
+
+    train, test = _train_eval_pairs(args)
+    out = Path(args.output_dir)
+    model = _model(args)
+    sae = None
+    if args.method == "yapo":
+        sae = load_sae(path=args.sae, model=model) if args.sae else load_sae(model=model)
+    res = train_vector(
+        model, train, args.method, sae=sae, eval_data=test[: args.eval_limit] if test else None, output_dir=out,
+        layer=args.layer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_steps=args.max_steps,
+        beta=args.beta, seed=args.seed, checkpoint_every=args.checkpoint_every, positions=args.positions,
+        save_every_epoch=args.save_every_epoch, l1_penalty=args.l1, top_k=args.top_k,
+    )
+    last = res.evals[-1] if res.evals else {}
+    print(json.dumps({"steps": len(res.history), "final_loss": res.history[-1]["loss"] if res.history else None,
+                      "eval": last, "vector": str(out / "vector.safetensors")}, indent=2))
+    return 0
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a BiPO (dense) or YaPO (sparse SAE-latent) steering vector",
+                       description="Train a steering vector from preference pairs with the BiPO objective.")
+    _add_model_args(p)
+    _add_data_args(p)
+    p.add_argument("--method", choices=["yapo", "bipo"], default="yapo")
+    p.add_argument("--sae", help="SAE folder for yapo (default: the shipped SAE)")
+    p.add_argument("--layer", type=int, default=None, help="bipo layer (yapo: the SAE's layer)")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--positions", choices=["all", "after_instruction", "generated"], default="all")
+    p.add_argument("--l1", type=float, default=0.0, help="optional L1 penalty on v (off by default)")
+    p.add_argument("--top-k", type=int, default=None, help="optional top-k projection of v after each step")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (resume on rerun)")
+    p.add_argument("--save-every-epoch", action="store_true")
+    p.add_argument("--eval-limit", type=int, default=200, help="held-out pairs evaluated each epoch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", required=True)
+    p.set_defaults(func=cmd_train)
+
+
+# ----------------------------------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from interp_steer.demo import run_demo
+
+    run_demo(args.country, steps=args.steps, batch_size=args.batch_size, lr=args.lr, strength=args.strength,
+             output_dir=args.output_dir, seed=args.seed)
+    return 0
+
+
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="learn a YaPO vector on the embedded default and explain it",
+                       description="Learn a YaPO vector for one country of the culture set on the embedded model; "
+                                   "show steered vs unsteered MCQ accuracy and generations, and its SAE latents.")
+    p.add_argument("--country", default="morocco", choices=["egypt", "morocco", "india", "mexico", "brazil", "uk"])
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", default="runs/demo")
+    p.set_defaults(func=cmd_demo)
+
+
+# ---------------------------------------------------------------------------------------------- contrastive
+
+
+def cmd_contrastive(args: argparse.Namespace) -> int:
+    from interp_steer.methods.contrastive import ActivationCache, default_cache_dir, run_contrastive
+
+    if args.n_samples is not None and args.n_samples < 1:
+        raise InterpSteerError("--n-samples must be at least 1")
+    from interp_steer.data.registry import load_prompts
+
+    for key in (args.target, args.baseline) + ((args.inference_dataset,) if args.inference_dataset else ()):
+        load_prompts(key, 1)  # validates keys/paths before the model loads (one-line error otherwise)
+    model = _model(args)
+    cache = ActivationCache(args.cache_dir or default_cache_dir())
+    written = []
+    for layer in args.layer:
+        for scale in args.scale:
+            written.append(run_contrastive(
+                model, args.target, args.baseline, layer, scale, n_samples=args.n_samples, seed=args.seed,
+                inference_dataset=args.inference_dataset, inference_n_samples=args.inference_n_samples,
+                max_tokens=args.max_tokens, temperature=args.temperature, output_dir=args.output_dir, cache=cache,
+                batch_size=args.batch_size))
+    for path in written:
+        print(path)
+    return 0
+
+
+def _add_contrastive(sub: Any) -> None:
+    p = sub.add_parser("contrastive", help="steer toward one dataset and away from another",
+                       description="Contrastive steering: mean last-prompt-token activations of the target set "
+                                   "minus those of the baseline set (all layers cached), then baseline vs steered "
+                                   "generations written to results.json.")
+    _add_model_args(p)
+    p.add_argument("--target", required=True, help="registry key (see interp_steer.data.DATASETS) or prompt file")
+    p.add_argument("--baseline", required=True, help="registry key or prompt file")
+    p.add_argument("--layer", type=int, action="append", required=True, help="layer (repeatable)")
+    p.add_argument("--scale", type=float, action="append", default=None,
+                   help="steering scale (repeatable; negative reverses; default 4)")
+    p.add_argument("--n-samples", type=int, default=100)
+    p.add_argument("--inference-dataset", default=None, help="prompts to generate from (default: built-in)")
+    p.add_argument("--inference-n-samples", type=int, default=5)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default=None, help="activation cache (default: ~/.cache/interp_steer/contrastive)")
+    p.add_argument("--output-dir", default="runs/contrastive")
+    p.set_defaults(func=cmd_contrastive, scale=None)
+
+
 # --------------------------------------------------------------------------------------------------- main
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="interp-steer", description="Learn, apply and explain steering vectors.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_contrastive(sub)
+    _add_demo(sub)
     _add_generate(sub)
+    _add_train(sub)
     _add_train_sae(sub)
+    from interp_steer.data.rejected import add_prep_rejected_parser
+
+    add_prep_rejected_parser(sub)
     return parser
 
 
@@ -257,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "command", None) == "contrastive" and args.scale is None:
+        args.scale = [4.0]
     try:
         return int(args.func(args) or 0)
     except InterpSteerError as exc:

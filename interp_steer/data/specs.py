@@ -1,0 +1,74 @@
+"""Dataset specs used by the CLI and the demo: one string names a set of preference pairs.
+
+* ``culture`` – the project's culture set (filters: countries, localization, form, split)
+* ``bipo:<behaviour>`` – ``../shared/data/bipo/<behaviour>/{train,test}.csv``
+* ``mwe:<name>`` – ``../shared/data/model-written-evals/<name>.jsonl`` (A/B answers as responses)
+* ``dcl`` or ``dcl:<file>`` – Deep-Culture-Lense from the hub or a local file in its schema
+* a path to a JSONL/CSV/Parquet file with ``prompt``, ``chosen``, ``rejected`` columns (all rows, whatever
+  the split: see :func:`has_splits`)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from interp_steer.data.schemas import PreferenceExample
+from interp_steer.errors import InterpSteerError
+
+
+def shared_data_dir() -> Path | None:
+    here = Path(__file__).resolve()
+    for base in (Path.cwd(), *here.parents):
+        cand = base.parent / "shared" / "data"
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def _shared(*parts: str) -> Path:
+    root = shared_data_dir()
+    if root is None:
+        raise InterpSteerError("../shared/data not found (public data sets live beside the checkout)")
+    path = root.joinpath(*parts)
+    if not path.exists():
+        raise InterpSteerError(f"{path} not found")
+    return path
+
+
+def has_splits(spec: str) -> bool:
+    """Whether ``spec`` has its own train/test split (plain files do not)."""
+    return not Path(spec).exists()
+
+
+def load_pairs(spec: str, *, split: str = "train", countries: Any = None, localization: str | None = None,
+               form: str = "mcq", limit: int | None = None, seed: int = 0) -> list[PreferenceExample]:
+    """Preference pairs named by ``spec`` (see the module docstring); ``split`` is "train" or "test"."""
+    from interp_steer.data import loaders
+
+    if spec == "culture":
+        pairs = loaders.culture_preferences(countries=countries, localization=localization, split=split, form=form,
+                                            seed=seed)
+    elif spec.startswith("bipo:"):
+        behaviour = spec.split(":", 1)[1]
+        pairs = loaders.load_bipo_csv(_shared("bipo", behaviour, f"{split}.csv"), behaviour=behaviour)
+    elif spec.startswith("mwe:"):
+        name = spec.split(":", 1)[1]
+        all_pairs = loaders.load_mwe(_shared("model-written-evals", f"{name}.jsonl"), as_="preferences")
+        cut = int(len(all_pairs) * 0.8)
+        pairs = list(all_pairs[:cut] if split == "train" else all_pairs[cut:])  # type: ignore[arg-type]
+    elif spec == "dcl" or spec.startswith("dcl:"):
+        source = spec.split(":", 1)[1] if ":" in spec else "MBZUAI-Paris/Deep-Culture-Lense"
+        pairs = loaders.load_deep_culture_lense(source, countries=countries, localization=localization,
+                                                split=split, form=form, seed=seed)
+    elif Path(spec).exists():
+        pairs = loaders.load_preferences(spec)  # a plain file has no split: callers hold out their own
+    else:
+        raise InterpSteerError(
+            f"unknown dataset {spec!r}: use culture, bipo:<behaviour>, mwe:<name>, dcl[:<file>] or a file path"
+        )
+    if limit is not None:
+        pairs = pairs[:limit]
+    if not pairs:
+        raise InterpSteerError(f"dataset {spec!r} ({split}) selected no pairs")
+    return pairs
