@@ -95,10 +95,12 @@ def generate(
     check: bool = True,
     progress: bool = False,
     return_tokens: bool = False,
+    ignore_eos: bool = False,
 ) -> list[str] | list[Generation]:
     """Generate answers to ``prompts`` (chat template applied), optionally steered by ``vector``.
 
     ``temperature=0`` is greedy decoding. ``positions`` overrides the vector's default position policy.
+    ``ignore_eos`` always generates ``max_new_tokens`` tokens (benchmarks).
     Returns the answers as strings (or :class:`Generation` objects with ``return_tokens=True``).
     """
     if isinstance(prompts, str):
@@ -139,12 +141,12 @@ def generate(
             torch.manual_seed(seed + start)
         if backend == "hf":
             new = _hf_generate(twin, tokens, mask, interventions, strength, starts, max_new_tokens,
-                               temperature, top_p, pad, eos)
+                               temperature, top_p, pad, eos, ignore_eos)
         else:
             new = _tl_generate(model, tokens, interventions, strength, starts, max_new_tokens,
-                               temperature, top_p, eos)
+                               temperature, top_p, eos, ignore_eos)
         for prompt, row in zip(batch, new, strict=True):
-            toks = _trim(row, eos)
+            toks = row if ignore_eos else _trim(row, eos)
             results.append(Generation(prompt, tokenizer.decode(toks, skip_special_tokens=True), toks))
     if return_tokens:
         return results
@@ -154,7 +156,7 @@ def generate(
 @torch.no_grad()
 def _hf_generate(hf: Any, tokens: torch.Tensor, mask: torch.Tensor, interventions: dict[str, Intervention],
                  strength: float, starts: torch.Tensor | None, max_new_tokens: int, temperature: float,
-                 top_p: float, pad: int, eos: list[int]) -> list[list[int]]:
+                 top_p: float, pad: int, eos: list[int], ignore_eos: bool = False) -> list[list[int]]:
     device = next(hf.parameters()).device
     handle = SteeringHandle(interventions, strength, StepState(starts=starts))
     try:
@@ -163,6 +165,8 @@ def _hf_generate(hf: Any, tokens: torch.Tensor, mask: torch.Tensor, intervention
         kwargs: dict[str, Any] = {"do_sample": temperature > 0}
         if temperature > 0:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        if ignore_eos:
+            kwargs["min_new_tokens"] = max_new_tokens
         out = hf.generate(
             input_ids=tokens.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
             pad_token_id=pad, eos_token_id=eos, use_cache=True, **kwargs,
@@ -175,7 +179,7 @@ def _hf_generate(hf: Any, tokens: torch.Tensor, mask: torch.Tensor, intervention
 @torch.no_grad()
 def _tl_generate(model: Any, tokens: torch.Tensor, interventions: dict[str, Intervention], strength: float,
                  starts: torch.Tensor | None, max_new_tokens: int, temperature: float, top_p: float,
-                 eos: list[int]) -> list[list[int]]:
+                 eos: list[int], ignore_eos: bool = False) -> list[list[int]]:
     state = StepState(starts=starts)
     seen = {"n": 0}
     trackers = []
@@ -195,7 +199,7 @@ def _tl_generate(model: Any, tokens: torch.Tensor, interventions: dict[str, Inte
         if temperature > 0:
             kwargs.update(temperature=temperature, top_p=top_p if top_p < 1 else None)
         out = model.generate(
-            tokens.to(model.cfg.device), max_new_tokens=max_new_tokens, stop_at_eos=True,
+            tokens.to(model.cfg.device), max_new_tokens=max_new_tokens, stop_at_eos=not ignore_eos,
             eos_token_id=eos, use_past_kv_cache=True, padding_side="left", return_type="tokens",
             verbose=False, prepend_bos=False, **kwargs,
         )

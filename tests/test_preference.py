@@ -84,6 +84,13 @@ def test_fast_step_matches_reference_and_direct(tiny_model, method, direction):
     assert abs(float(direct) - float(ref)) < 1e-4
     torch.testing.assert_close(g_fast, g_ref, atol=1e-5, rtol=1e-4)
     assert g_fast.abs().sum() > 0
+    # with the hook activations cached (no prefix forward), the same loss and gradient
+    compute_reference_logp(tiny_model, data, TINY_HOOK, cache_prefix=True)
+    assert data.prefix is not None and len(data.prefix) == 8
+    cached, _ = fast_step_loss(tiny_model, data, idx, iv, TINY_HOOK, direction, 1.3, 0.1)
+    (g_cached,) = torch.autograd.grad(cached, v)
+    assert abs(cached.item() - fast.item()) < 1e-5
+    torch.testing.assert_close(g_cached, g_fast, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("positions", ["after_instruction", "generated"])

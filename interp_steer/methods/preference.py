@@ -75,6 +75,8 @@ class PreferenceConfig:
     checkpoint_every: int = 0  # steps; 0 = no checkpoints
     save_every_epoch: bool = False
     fast: bool = True
+    cache_prefix: bool | None = None  # keep hook activations in memory (None: when under cache_limit_gb)
+    cache_limit_gb: float = 2.0
     max_length: int = 512
 
 
@@ -97,6 +99,7 @@ class PreparedPairs:
     response_start: list[int]
     instruction_end: list[int]
     ref_logp: torch.Tensor | None = None  # [2n] unsteered response log-probs
+    prefix: list[torch.Tensor] | None = None  # per sequence [len, d]: activation at the hook (no v dependence)
 
     def __len__(self) -> int:
         return len(self.ids) // 2
@@ -173,6 +176,7 @@ class _Forward:
         self.hook = hook
         layer = hook_layer(hook)
         name = hook.split(".", 2)[2]
+        self.split: int | None
         if name == "hook_resid_post":
             self.split = layer + 1
         elif name == "hook_resid_pre":
@@ -239,7 +243,8 @@ def fast_step_loss(model: Any, data: PreparedPairs, pair_idx: Sequence[int], int
     seqs = [j for i in pair_idx for j in (2 * i, 2 * i + 1)]
     tokens, mask, starts = _batch_tokens(model, data, seqs)
     transform = _masked(intervention, direction * strength, _policy_starts(data, seqs, positions))
-    logp_v = _Forward(model, hook).response_logp(tokens, mask, starts, transform)
+    prefix = _cached_prefix(data, seqs, tokens.shape[1], tokens.device) if data.prefix is not None else None
+    logp_v = _Forward(model, hook).response_logp(tokens, mask, starts, transform, prefix)
     logp_0 = data.ref_logp[seqs].to(logp_v.device)
     return dpo_loss(logp_v, logp_0, direction, beta)
 
@@ -257,18 +262,42 @@ def reference_step_loss(model: Any, data: PreparedPairs, pair_idx: Sequence[int]
     return dpo_loss(logp_v, logp_0, direction, beta)
 
 
+def _cached_prefix(data: PreparedPairs, seqs: Sequence[int], width: int, device: Any) -> torch.Tensor:
+    assert data.prefix is not None
+    first = data.prefix[seqs[0]]
+    out = torch.zeros(len(seqs), width, first.shape[-1], dtype=first.dtype, device=device)
+    for row, j in enumerate(seqs):
+        out[row, : data.prefix[j].shape[0]] = data.prefix[j].to(device)
+    return out
+
+
 @torch.no_grad()
 def compute_reference_logp(model: Any, data: PreparedPairs, hook: str, batch_size: int = 8,
-                           progress: bool = False) -> torch.Tensor:
+                           progress: bool = False, cache_prefix: bool = False) -> torch.Tensor:
+    """Unsteered response log-probs of every sequence (once); with ``cache_prefix`` also keep each
+    sequence's activation at ``hook`` (it does not depend on ``v``) for the fast steps."""
     fwd = _Forward(model, hook)
     out = []
+    keep = cache_prefix and fwd.split is not None
+    prefix: list[torch.Tensor] = []
     for start in tqdm(range(0, len(data.ids), batch_size), desc="reference log-probs", disable=not progress,
                       leave=False):
         seqs = list(range(start, min(start + batch_size, len(data.ids))))
         tokens, mask, starts = _batch_tokens(model, data, seqs)
-        out.append(fwd.response_logp(tokens, mask, starts, None).cpu())
+        h = fwd.prefix(tokens) if fwd.split is not None else None
+        out.append(fwd.response_logp(tokens, mask, starts, None, h).cpu())
+        if keep and h is not None:
+            prefix.extend(h[row, : len(data.ids[j])].clone() for row, j in enumerate(seqs))
     data.ref_logp = torch.cat(out)
+    data.prefix = prefix if keep else None
     return data.ref_logp
+
+
+def _prefix_fits(model: Any, data: PreparedPairs, cfg: PreferenceConfig) -> bool:
+    if cfg.cache_prefix is not None:
+        return cfg.cache_prefix
+    n_tokens = sum(len(i) for i in data.ids)
+    return n_tokens * model.cfg.d_model * 4 < cfg.cache_limit_gb * 2**30
 
 
 # ------------------------------------------------------------------------------------------ schedule/rng
@@ -423,11 +452,11 @@ def train_vector(
         train_ex, eval_ex = list(data), list(eval_data)
     train = prepare_pairs(model, train_ex, cfg.max_length)
     held = prepare_pairs(model, eval_ex, cfg.max_length) if eval_ex else None
-    compute_reference_logp(model, train, hook, progress=progress)
+    compute_reference_logp(model, train, hook, progress=progress, cache_prefix=_prefix_fits(model, train, cfg))
     if held is not None:
-        compute_reference_logp(model, held, hook)
+        compute_reference_logp(model, held, hook, cache_prefix=_prefix_fits(model, held, cfg))
 
-    width = int(sae.cfg.d_sae) if cfg.method == "yapo" else int(model.cfg.d_model)
+    width = int(sae.cfg.d_sae) if sae is not None and cfg.method == "yapo" else int(model.cfg.d_model)
     device = model.cfg.device
     v = torch.zeros(width, device=device, dtype=torch.float32, requires_grad=True)
     opt = torch.optim.AdamW([v], lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -474,7 +503,10 @@ def train_vector(
             total_loss = loss + cfg.l1_penalty * v.abs().sum() if cfg.l1_penalty else loss
             opt.zero_grad(set_to_none=True)
             total_loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_([v], cfg.grad_clip)) if cfg.grad_clip else float(v.grad.norm())
+            if cfg.grad_clip:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_([v], cfg.grad_clip))
+            else:
+                grad_norm = float(v.grad.norm()) if v.grad is not None else 0.0
             opt.step()
             if cfg.top_k is not None:
                 _project_top_k(v, cfg.top_k)

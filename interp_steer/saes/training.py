@@ -125,13 +125,15 @@ def train_sae(
         raise InterpSteerError("empty corpus")
     d_in = _hook_width(model, cfg.hook)
     n_steps = max(1, cfg.training_tokens // cfg.train_batch_size_tokens)
-    buffer_tokens = cfg.n_batches_in_buffer * cfg.store_batch_size_prompts * cfg.context_size
+    # sae-lens' mixing buffer holds n_batches_in_buffer × context_size activations and must hold at least one
+    # training batch; keep two so that its 50 % mixing has something to mix
+    buffer_tokens = cfg.n_batches_in_buffer * cfg.context_size
     if buffer_tokens < 2 * cfg.train_batch_size_tokens:
-        # sae-lens mixes half the buffer into each refill: it must hold at least two training batches
-        cfg.n_batches_in_buffer = -(-2 * cfg.train_batch_size_tokens // (cfg.store_batch_size_prompts * cfg.context_size))
+        cfg.n_batches_in_buffer = -(-2 * cfg.train_batch_size_tokens // cfg.context_size)
+        buffer_tokens = cfg.n_batches_in_buffer * cfg.context_size
     torch.manual_seed(cfg.seed)
     norm_tokens = cfg.norm_estimate_batches * cfg.store_batch_size_prompts * cfg.context_size
-    needed = cfg.training_tokens + norm_tokens + buffer_tokens * 2
+    needed = cfg.training_tokens + norm_tokens + buffer_tokens * cfg.store_batch_size_prompts
     rows = tokenize_corpus(corpus, model.tokenizer, cfg.context_size, max_tokens=needed, progress=progress)
     if rows.numel() < cfg.training_tokens:
         # not enough text: sae-lens cycles through the dataset again (reported in metadata)

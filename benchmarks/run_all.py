@@ -1,0 +1,24 @@
+"""Run every benchmark script in turn (each prints and saves JSON under benchmarks/results/)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = [
+    ["bench_generation.py"],
+    ["bench_training_step.py", "--method", "yapo"],
+    ["bench_training_step.py", "--method", "bipo"],
+    ["bench_sparse_inference.py"],
+    ["bench_mcq.py"],
+]
+
+if __name__ == "__main__":
+    failed = []
+    for script in SCRIPTS:
+        print(f"=== {' '.join(script)}", flush=True)
+        if subprocess.run([sys.executable, str(HERE / script[0]), *script[1:]], cwd=HERE).returncode != 0:
+            failed.append(script[0])
+    sys.exit(f"failed: {failed}" if failed else 0)

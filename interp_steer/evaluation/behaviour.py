@@ -1,0 +1,54 @@
+"""Behaviour scores, steered or not.
+
+* :func:`ab_probability` – CAA style: the question with its lettered choices, the assistant's answer primed
+  with ``"("``; the probability mass of the matching-behaviour letter among the option letters, averaged.
+* :func:`pair_probability` – on preference pairs: ``σ(log p(matching) − log p(not matching))`` with full
+  response log-probs, i.e. the probability of the matching answer among the two, averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from interp_steer.data.schemas import MCQItem, PreferenceExample
+from interp_steer.errors import InterpSteerError
+from interp_steer.evaluation.mcq import _steering, score_mcq
+from interp_steer.steering.vector import SteeringVector
+
+
+def ab_probability(model: Any, items: Sequence[MCQItem], vector: SteeringVector | None = None,
+                   strength: float = 1.0, *, sae: Any | None = None, positions: str | None = None,
+                   batch_size: int = 16) -> dict[str, float]:
+    """Mean probability of the matching letter (normalised over the option letters) and accuracy."""
+    scores = score_mcq(model, items, vector, strength, sae=sae, method="letter", positions=positions,
+                       batch_size=batch_size)
+    probs = [float(torch.softmax(torch.tensor(s.scores), 0)[s.answer]) for s in scores]
+    return {"p_matching": sum(probs) / len(probs), "accuracy": sum(s.correct for s in scores) / len(scores),
+            "n": len(scores)}
+
+
+@torch.no_grad()
+def pair_probability(model: Any, pairs: Sequence[PreferenceExample], vector: SteeringVector | None = None,
+                     strength: float = 1.0, *, sae: Any | None = None, positions: str | None = None,
+                     batch_size: int = 8) -> dict[str, float]:
+    """Mean ``σ(log p(chosen) − log p(rejected))`` and mean log-prob margin over the pairs."""
+    from interp_steer.methods.preference import _batch_tokens, _response_logp_from_logits, prepare_pairs
+
+    if not pairs:
+        raise InterpSteerError("no preference pairs to evaluate")
+    data = prepare_pairs(model, pairs)
+    policy = positions or (vector.positions if vector is not None else "all")
+    margins: list[float] = []
+    for start in range(0, len(data), batch_size):
+        seqs = [j for i in range(start, min(start + batch_size, len(data))) for j in (2 * i, 2 * i + 1)]
+        tokens, mask, starts = _batch_tokens(model, data, seqs)
+        pol_starts = torch.tensor([data.instruction_end[j] if policy == "after_instruction" else data.response_start[j]
+                                   for j in seqs])
+        with _steering(model, vector, strength, sae, positions, pol_starts):
+            logp = _response_logp_from_logits(model(tokens), tokens, mask, starts)
+        margins.extend((logp[0::2] - logp[1::2]).tolist())
+    m = torch.tensor(margins)
+    return {"p_matching": float(torch.sigmoid(m).mean()), "mean_margin": float(m.mean()), "n": len(margins)}

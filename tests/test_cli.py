@@ -1,0 +1,62 @@
+"""CLI: bad input gives one line naming the problem and exit status 2, before any model loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from interp_steer import cli
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exc:  # argparse errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("generate",), "no prompts"),
+    (("generate", "--prompt", "hi", "--vector", "missing.safetensors"), "steering vector file not found"),
+    (("generate", "--prompts-file", "nope.txt"), "prompts file not found"),
+    (("train", "--data", "bipo:no-such-behaviour", "--output-dir", "x"), "not found"),
+    (("train", "--data", "nonsense", "--output-dir", "x"), "unknown dataset"),
+    (("contrastive", "--target", "no-such-key", "--baseline", "local:news", "--layer", "3"), "no-such-key"),
+    (("generate", "--max-new-tokens", "many"), "invalid int value"),
+    (("frobnicate",), "invalid choice"),
+])
+def test_bad_input_is_one_line_exit_2(capsys, argv, message):
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
+
+
+def test_train_sae_refuses_non_empty_output(capsys, tmp_path):
+    (tmp_path / "x").write_text("keep me")
+    code, _, err = _run(capsys, "train-sae", "--output-dir", str(tmp_path), "--corpus", str(tmp_path / "x"))
+    assert code == 2 and "not empty" in err and (tmp_path / "x").read_text() == "keep me"
+
+
+def test_subprocess_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "interp_steer.cli", "generate", "--prompts-file",
+                           str(tmp_path / "none.txt")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "prompts file not found" in proc.stderr
+
+
+@pytest.mark.slow
+def test_generate_command_writes_json(monkeypatch, model, tmp_path, capsys):
+    monkeypatch.setattr(cli, "_model", lambda args: model)
+    out = tmp_path / "gen.json"
+    code, _, _ = _run(capsys, "generate", "--prompt", "Name a fruit.", "--prompt", "Say hello.",
+                      "--max-new-tokens", "6", "--output", str(out))
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert [g["prompt"] for g in data["generations"]] == ["Name a fruit.", "Say hello."]
+    assert all(isinstance(g["output"], str) and g["output"] for g in data["generations"])

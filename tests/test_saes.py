@@ -1,0 +1,95 @@
+"""SAEs: local loading, validation against the model, a tiny training run, quality report, shipped default."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from interp_steer.errors import InterpSteerError
+from interp_steer.saes import (
+    SHIPPED_DIR,
+    list_shipped_saes,
+    load_sae,
+    sae_metadata,
+    sae_reference,
+    validate_sae,
+)
+from interp_steer.saes.quality import sae_quality
+from interp_steer.saes.training import train_sae
+
+from .conftest import TINY_HOOK, make_sae
+
+TEXTS = [f"Document {i}: people share tea, bread and stories at the market every morning." for i in range(80)]
+
+
+@pytest.mark.parametrize("architecture", ["standard", "jumprelu", "topk"])
+def test_local_folder_round_trip(tmp_path, tiny_model, architecture):
+    sae = make_sae(architecture, tiny_model.cfg.d_model, 48, TINY_HOOK)
+    sae.save_model(tmp_path / architecture)
+    loaded = load_sae(path=tmp_path / architecture, model=tiny_model)
+    assert loaded.cfg.architecture() == architecture
+    for name, tensor in sae.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor)
+    ref = sae_reference(loaded)
+    assert ref.path and ref.content_hash == sae_reference(sae).content_hash
+
+
+def test_validation_errors(tmp_path, tiny_model):
+    wrong_hook = make_sae("standard", tiny_model.cfg.d_model, 48, "blocks.7.hook_resid_post")
+    with pytest.raises(InterpSteerError, match="does not exist"):
+        validate_sae(wrong_hook, tiny_model)
+    wrong_width = make_sae("standard", tiny_model.cfg.d_model + 8, 48, TINY_HOOK)
+    with pytest.raises(InterpSteerError, match="does not match the width"):
+        validate_sae(wrong_width, tiny_model)
+    with pytest.raises(InterpSteerError, match="not a sae-lens SAE folder"):
+        load_sae(path=tmp_path)
+    with pytest.raises(InterpSteerError, match="SAE folder not found"):
+        load_sae(path=tmp_path / "missing")
+    with pytest.raises(InterpSteerError, match="sae_id is required"):
+        load_sae("some-release")
+
+
+def test_tiny_training_run_and_quality(tmp_path, tiny_model):
+    sae = train_sae(tiny_model, TEXTS, hook=TINY_HOOK, d_sae=64, k=8, training_tokens=4096, context_size=32,
+                    train_batch_size_tokens=256, store_batch_size_prompts=4, n_batches_in_buffer=4,
+                    norm_estimate_batches=2, output_dir=tmp_path / "sae", progress=False)
+    assert sae.cfg.d_sae == 64 and sae.cfg.metadata.hook_name == TINY_HOOK
+    meta = json.loads((tmp_path / "sae" / "interp_steer.json").read_text())
+    assert meta["training_config"]["training_tokens"] == 4096 and meta["command"]
+    q = sae_quality(tiny_model, sae, TEXTS[:10], context_size=32, max_tokens=320, progress=False)
+    assert q.n_tokens > 0 and 0 <= q.dead_fraction <= 1 and q.mean_l0 <= 8 + 1e-6
+    assert q.ce_loss_recovered == pytest.approx((q.ce_zero - q.ce_sae) / (q.ce_zero - q.ce_clean))
+    untrained = make_sae("topk", tiny_model.cfg.d_model, 64, TINY_HOOK, k=8)
+    q0 = sae_quality(tiny_model, untrained, TEXTS[:10], context_size=32, max_tokens=320, progress=False)
+    assert q.explained_variance > q0.explained_variance + 0.1  # training reduced the reconstruction error
+    again = load_sae(path=tmp_path / "sae", model=tiny_model)
+    assert sae_reference(again).content_hash == sae_reference(sae).content_hash
+
+
+def test_sae_splice_with_error_term_is_exact(tiny_model):
+    sae = make_sae("standard", tiny_model.cfg.d_model, 48, TINY_HOOK)
+    tokens = tiny_model.to_tokens("The market opens early.", prepend_bos=False)
+    clean = tiny_model(tokens)
+    sae.use_error_term = True
+    spliced = tiny_model.run_with_saes(tokens, saes=[sae])
+    torch.testing.assert_close(spliced, clean, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_shipped_default_sae(model):
+    assert "smollm2-135m-instruct/blocks.15.hook_resid_post" in list_shipped_saes()
+    sae = load_sae(model=model)  # no arguments: the shipped SAE, offline
+    assert sae.cfg.d_in == model.cfg.d_model
+    meta = sae_metadata()
+    assert meta["command"].startswith("interp-steer train-sae")
+    assert meta["corpus"]["sha256"] and meta["training_config"]["training_tokens"] >= 3_000_000
+    q = meta["quality_heldout"]
+    assert {"explained_variance", "ce_loss_recovered", "dead_fraction", "mean_l0"} <= set(q)
+    tokens = torch.tensor([list(range(100, 160))])
+    clean = model(tokens)
+    sae.use_error_term = True
+    torch.testing.assert_close(model.run_with_saes(tokens, saes=[sae]), clean, atol=1e-4, rtol=1e-4)
+    files = list((SHIPPED_DIR / "smollm2-135m-instruct").rglob("*"))
+    assert sum(f.stat().st_size for f in files if f.is_file()) < 15 * 2**20
