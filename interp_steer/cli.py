@@ -43,13 +43,8 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 
 def cmd_train_sae(args: argparse.Namespace) -> int:
-    import torch
-    from safetensors.torch import load_file, save_file
-
     from interp_steer.data.corpus import file_sha256, load_corpus, shared_corpus_path
-    from interp_steer.saes import load_sae
-    from interp_steer.saes.quality import sae_quality
-    from interp_steer.saes.training import SAETrainingConfig, train_sae
+    from interp_steer.saes.training import SAETrainingConfig, export_checkpoint, train_sae
 
     corpus_path = Path(args.corpus) if args.corpus else shared_corpus_path()
     if corpus_path is None:
@@ -59,28 +54,53 @@ def cmd_train_sae(args: argparse.Namespace) -> int:
     out = Path(args.output_dir)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise InterpSteerError(f"output folder {out} is not empty (pass --overwrite)")
+    for flag, value in (("--resume-from", args.resume_from), ("--export-checkpoint", args.export_checkpoint)):
+        if value and not Path(value).is_dir():
+            raise InterpSteerError(f"{flag}: checkpoint folder not found: {value}")
     model = _model(args)
-    train_docs = load_corpus(corpus_path, split="train", heldout_fraction=args.heldout_fraction,
-                             seed=args.seed, tokenizer=model.tokenizer)
-    held_docs = load_corpus(corpus_path, split="heldout", heldout_fraction=args.heldout_fraction,
-                            seed=args.seed, tokenizer=model.tokenizer)
+    split = dict(heldout_fraction=args.heldout_fraction, seed=args.seed, tokenizer=model.tokenizer)
+    held_docs = load_corpus(corpus_path, split="heldout", **split)
     corpus_info = {
         "path": corpus_path.name, "sha256": file_sha256(corpus_path) if corpus_path.is_file() else None,
-        "documents_train": len(train_docs), "documents_heldout": len(held_docs),
-        "heldout_fraction": args.heldout_fraction, "split_seed": args.seed,
+        "documents_heldout": len(held_docs), "heldout_fraction": args.heldout_fraction, "split_seed": args.seed,
     }
-    cfg = SAETrainingConfig(
-        hook=args.hook, d_sae=args.d_sae, architecture=args.architecture, k=args.k,
-        l1_coefficient=args.l1_coefficient, l0_coefficient=args.l0_coefficient,
-        training_tokens=args.training_tokens, context_size=args.context_size,
-        train_batch_size_tokens=args.batch_tokens, lr=args.lr, seed=args.seed, n_checkpoints=args.checkpoints,
-    )
     command = "interp-steer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     tmp_out = out.with_name(f".{out.name}.partial")
-    sae = train_sae(model, train_docs, config=cfg, output_dir=tmp_out, command=command,
-                    corpus_info=corpus_info, progress=True)
+    if args.export_checkpoint:
+        tmp_out = out.with_name(f".{out.name}.export")
+        export_checkpoint(args.export_checkpoint, tmp_out, command=command, note=args.note)
+    else:
+        train_docs = load_corpus(corpus_path, split="train", **split)
+        corpus_info["documents_train"] = len(train_docs)
+        cfg = SAETrainingConfig(
+            hook=args.hook, d_sae=args.d_sae, architecture=args.architecture, k=args.k,
+            l1_coefficient=args.l1_coefficient, l0_coefficient=args.l0_coefficient,
+            training_tokens=args.training_tokens, context_size=args.context_size,
+            train_batch_size_tokens=args.batch_tokens, lr=args.lr, seed=args.seed,
+            n_checkpoints=args.checkpoints, resume_from_checkpoint=args.resume_from,
+        )
+        train_sae(model, train_docs, config=cfg, output_dir=tmp_out, command=command, corpus_info=corpus_info,
+                  progress=True)
+    meta = _finalize_sae(model, tmp_out, out, held_docs, corpus_info, args)
+    print(json.dumps(meta["quality_heldout"], indent=2))
+    print(f"SAE written to {out}")
+    return 0
+
+
+def _finalize_sae(model: Any, tmp_out: Path, out: Path, held_docs: list[str], corpus_info: dict[str, Any],
+                  args: argparse.Namespace) -> dict[str, Any]:
+    """fp16 storage (optional), held-out quality on the stored weights, metadata, then an atomic move."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from interp_steer.saes import load_sae
+    from interp_steer.saes.quality import sae_quality
+
     meta_path = tmp_out / "interp_steer.json"
     meta = json.loads(meta_path.read_text())
+    meta["corpus"] = {**meta.get("corpus", {}), **corpus_info}
     if args.fp16:
         weights = tmp_out / "sae_weights.safetensors"
         tensors = {k: v.to(torch.float16).contiguous() for k, v in load_file(str(weights)).items()}
@@ -89,25 +109,17 @@ def cmd_train_sae(args: argparse.Namespace) -> int:
         cfg_json["dtype"] = "float16"
         (tmp_out / "cfg.json").write_text(json.dumps(cfg_json, indent=2))
         meta["stored_dtype"] = "float16"
-        sae = load_sae(path=tmp_out, model=model)
+    sae = load_sae(path=tmp_out, model=model)
     # measured on the weights as stored (fp16 when --fp16)
     meta["quality_heldout"] = sae_quality(model, sae, held_docs, max_tokens=args.quality_tokens).to_dict()
     meta_path.write_text(json.dumps(meta, indent=2))
-    for name in ("sparsity.safetensors",):
-        (tmp_out / name).unlink(missing_ok=True)
-    ckpt = tmp_out / "checkpoints"
-    if ckpt.is_dir() and not args.keep_checkpoints:
-        import shutil
-
-        shutil.rmtree(ckpt)
+    (tmp_out / "sparsity.safetensors").unlink(missing_ok=True)
+    if (tmp_out / "checkpoints").is_dir() and not args.keep_checkpoints:
+        shutil.rmtree(tmp_out / "checkpoints")
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
     os.replace(tmp_out, out)
-    print(json.dumps(meta["quality_heldout"], indent=2))
-    print(f"SAE written to {out}")
-    return 0
+    return meta
 
 
 def _add_train_sae(sub: Any) -> None:
@@ -130,6 +142,11 @@ def _add_train_sae(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoints", type=int, default=0, help="number of intermediate checkpoints")
     p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("--export-checkpoint", default=None,
+                   help="instead of training, export a training checkpoint of a (possibly unfinished) run")
+    p.add_argument("--note", default=None, help="a note stored in the metadata (with --export-checkpoint)")
+    p.add_argument("--resume-from", default=None,
+                   help="continue an interrupted run from one of its checkpoints (<output-dir>/../.<name>.partial/checkpoints/...)")
     p.add_argument("--quality-tokens", type=int, default=60_000, help="held-out tokens for the quality report")
     p.add_argument("--fp16", action="store_true", help="store the weights in float16")
     p.add_argument("--overwrite", action="store_true")

@@ -47,6 +47,7 @@ class SAETrainingConfig:
     heldout_fraction: float = 0.05
     seed: int = 0
     n_checkpoints: int = 0
+    resume_from_checkpoint: str | None = None  # a sae-lens checkpoint folder of an interrupted run
     dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -163,6 +164,7 @@ def train_sae(
         seed=cfg.seed,
         dtype=cfg.dtype,
         n_checkpoints=cfg.n_checkpoints,
+        resume_from_checkpoint=cfg.resume_from_checkpoint,
         checkpoint_path=str(Path(output_dir) / "checkpoints") if output_dir else "checkpoints",
         output_path=None,
         logger=LoggingConfig(log_to_wandb=False),
@@ -200,3 +202,45 @@ def save_training_result(
         "model": str(runner.cfg.model_name),
     }
     (out / "interp_steer.json").write_text(json.dumps(meta, indent=2))
+
+
+def export_checkpoint(checkpoint: str | Path, output_dir: str | Path, *, command: str | None = None,
+                      note: str | None = None) -> Path:
+    """Turn a sae-lens training checkpoint (of an interrupted or ongoing run) into an inference SAE folder.
+
+    The activation-norm scaling factor recorded in the checkpoint is folded into the weights, as sae-lens does
+    at the end of training. ``interp_steer.json`` records the run's settings, the tokens actually trained on and
+    ``note``.
+    """
+    from sae_lens import TrainingSAE
+
+    ckpt = Path(checkpoint)
+    cfg_file, scaler_file = ckpt / "cfg.json", ckpt / "activation_scaler.json"
+    if not cfg_file.is_file() or not (ckpt / "sae_weights.safetensors").is_file():
+        raise InterpSteerError(f"{ckpt} is not a sae-lens training checkpoint (cfg.json + sae_weights.safetensors)")
+    cfg_dict = json.loads(cfg_file.read_text())
+    architecture = cfg_dict["metadata"].get("training_architecture", cfg_dict.get("architecture"))
+    cfg_dict["architecture"] = architecture
+    cfg_cls = TrainingSAE.get_sae_config_class_for_architecture(architecture)
+    sae_cfg = cfg_cls.from_dict(cfg_dict)
+    sae = TrainingSAE.get_sae_class_for_architecture(architecture)(sae_cfg)
+    sae.load_weights_from_checkpoint(ckpt)
+    scaling = json.loads(scaler_file.read_text()).get("scaling_factor") if scaler_file.is_file() else None
+    if scaling is not None:
+        sae.fold_activation_norm_scaling_factor(float(scaling))
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sae.save_inference_model(str(out))
+    runner = json.loads((ckpt / "runner_cfg.json").read_text()) if (ckpt / "runner_cfg.json").is_file() else {}
+    meta = {
+        "format": "interp_steer.sae/1",
+        "exported_from_checkpoint": ckpt.name,
+        "tokens_trained": int(ckpt.name) if ckpt.name.isdigit() else None,
+        "planned_training_tokens": runner.get("training_tokens"),
+        "runner_config": {k: runner.get(k) for k in ("hook_name", "context_size", "train_batch_size_tokens", "lr",
+                                                      "seed", "exclude_special_tokens") if k in runner},
+        "command": command or " ".join(shlex.quote(a) for a in sys.argv),
+        "note": note,
+    }
+    (out / "interp_steer.json").write_text(json.dumps(meta, indent=2))
+    return out
