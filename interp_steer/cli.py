@@ -280,6 +280,8 @@ def _train_eval_pairs(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.method == "lineas":
+        return _train_lineas(args)
     from interp_steer.methods.preference import train_vector
     from interp_steer.saes import load_sae
 
@@ -291,7 +293,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         sae = load_sae(path=args.sae, model=model) if args.sae else load_sae(model=model)
     res = train_vector(
         model, train, args.method, sae=sae, eval_data=test[: args.eval_limit] if test else None, output_dir=out,
-        layer=args.layer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_steps=args.max_steps,
+        layer=args.layer, lr=args.lr or 5e-4, epochs=args.epochs, batch_size=args.batch_size or 4,
+        max_steps=args.max_steps,
         beta=args.beta, seed=args.seed, checkpoint_every=args.checkpoint_every, positions=args.positions,
         save_every_epoch=args.save_every_epoch, l1_penalty=args.l1, top_k=args.top_k,
     )
@@ -301,17 +304,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_lineas(args: argparse.Namespace) -> int:
+    from interp_steer.data.registry import load_prompts
+    from interp_steer.methods.lineas import train_lineas
+    from interp_steer.methods.preference import write_curves
+
+    if not args.source or not args.target:
+        raise InterpSteerError("--method lineas needs --source and --target (registry keys or prompt files)")
+    source = load_prompts(args.source, args.n_samples, args.seed)
+    target = load_prompts(args.target, args.n_samples, args.seed)
+    out = Path(args.output_dir)
+    model = _model(args)
+    res = train_lineas(model, source, target, hooks=args.hooks, steps=args.steps, lr=args.lr or 1e-2,
+                       optimizer=args.optimizer, batch_size=args.batch_size or 32,
+                       dim_penalty=args.dim_penalty, group_penalty=args.group_penalty, seed=args.seed)
+    res.vector.save(out / "vector")
+    history = [{"step": i + 1, "loss": loss, "pref_acc": float("nan")} for i, loss in enumerate(res.losses)]
+    write_curves(history, [], out / "curves.html", title=f"LinEAS {args.source} -> {args.target}")
+    print(json.dumps({"loss_first": res.losses[0], "loss_last": res.losses[-1], "active_hooks": res.active_hooks,
+                      "active_dims": res.active_dims, "vector": str(out / "vector.safetensors")}, indent=2))
+    return 0
+
+
 def _add_train(sub: Any) -> None:
     p = sub.add_parser("train", help="train a BiPO (dense) or YaPO (sparse SAE-latent) steering vector",
                        description="Train a steering vector from preference pairs with the BiPO objective.")
     _add_model_args(p)
     _add_data_args(p)
-    p.add_argument("--method", choices=["yapo", "bipo"], default="yapo")
+    p.add_argument("--method", choices=["yapo", "bipo", "lineas"], default="yapo")
+    p.add_argument("--source", help="lineas: source prompts (registry key or file)")
+    p.add_argument("--target", help="lineas: target prompts (registry key or file)")
+    p.add_argument("--n-samples", type=int, default=32, help="lineas: texts per side (default 32)")
+    p.add_argument("--hooks", default=r"blocks\.\d+\.hook_resid_post", help="lineas: hook names regex")
+    p.add_argument("--steps", type=int, default=200, help="lineas: optimisation steps")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="lineas")
+    p.add_argument("--dim-penalty", type=float, default=0.0, help="lineas: soft-threshold strength")
+    p.add_argument("--group-penalty", type=float, default=0.0, help="lineas: per-layer group shrink")
     p.add_argument("--sae", help="SAE folder for yapo (default: the shipped SAE)")
     p.add_argument("--layer", type=int, default=None, help="bipo layer (yapo: the SAE's layer)")
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 5e-4; lineas: 1e-2)")
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 4; lineas: source texts, 32)")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--positions", choices=["all", "after_instruction", "generated"], default="all")
@@ -331,8 +364,8 @@ def _add_train(sub: Any) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from interp_steer.demo import run_demo
 
-    run_demo(args.country, steps=args.steps, batch_size=args.batch_size, lr=args.lr, strength=args.strength,
-             output_dir=args.output_dir, seed=args.seed)
+    run_demo(args.country, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+             strengths=tuple(args.strength or (1.0, 2.0, 4.0)), output_dir=args.output_dir, seed=args.seed)
     return 0
 
 
@@ -341,10 +374,10 @@ def _add_demo(sub: Any) -> None:
                        description="Learn a YaPO vector for one country of the culture set on the embedded model; "
                                    "show steered vs unsteered MCQ accuracy and generations, and its SAE latents.")
     p.add_argument("--country", default="morocco", choices=["egypt", "morocco", "india", "mexico", "brazil", "uk"])
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=80)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=5e-3)
-    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=5e-2)
+    p.add_argument("--strength", type=float, action="append", help="λ values to evaluate (repeatable; default 1 2 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="runs/demo")
     p.set_defaults(func=cmd_demo)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 
-def run_demo(country: str = "morocco", *, steps: int = 60, batch_size: int = 4, lr: float = 5e-3,
-             strength: float = 1.0, n_generations: int = 4, max_new_tokens: int = 40,
+def run_demo(country: str = "morocco", *, steps: int = 80, batch_size: int = 4, lr: float = 5e-2,
+             strengths: tuple[float, ...] = (1.0, 2.0, 4.0), n_generations: int = 4, max_new_tokens: int = 40,
              output_dir: str | Path = "runs/demo", seed: int = 0) -> dict[str, Any]:
     from interp_steer.data.loaders import culture_preferences, load_culture
     from interp_steer.evaluation.mcq import culture_report, score_mcq
@@ -38,9 +38,11 @@ def run_demo(country: str = "morocco", *, steps: int = 60, batch_size: int = 4, 
                        batch_size=batch_size, lr=lr, seed=seed)
     vector = res.vector
 
-    print("[3/5] culture MCQ on held-out questions (option log-likelihood) ...", flush=True)
+    print("[3/5] culture MCQ on held-out questions (option log-likelihood), λ sweep ...", flush=True)
     before = culture_report(score_mcq(model, test_items))
-    after = culture_report(score_mcq(model, test_items, vector, strength, sae=sae))
+    sweep = {lam: culture_report(score_mcq(model, test_items, vector, lam, sae=sae))["overall"] for lam in strengths}
+    # generations at the strength with the best robust accuracy (RCA), the larger one on ties
+    strength = max(strengths, key=lambda lam: (sweep[lam].get("rca") or 0.0, sweep[lam]["accuracy"] or 0.0, lam))
 
     print("[4/5] generations on non-localized test questions ...", flush=True)
     questions = [it.question for it in test_items if it.localization_status == "nolocalized"][:n_generations]
@@ -53,7 +55,7 @@ def run_demo(country: str = "morocco", *, steps: int = 60, batch_size: int = 4, 
     summary = {
         "country": country, "steps": len(res.history), "final_train_loss": res.history[-1]["loss"],
         "heldout_eval": res.evals[-1] if res.evals else None, "strength": strength,
-        "mcq_before": before["overall"], "mcq_after": after["overall"],
+        "mcq_before": before["overall"], "mcq_sweep": {str(k): v for k, v in sweep.items()},
         "generations": [{"prompt": q, "unsteered": a, "steered": b} for q, a, b in zip(questions, plain, steered, strict=True)],
         "features": features, "vector": str(out / "yapo" / "vector.safetensors"),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -68,18 +70,19 @@ def _pct(x: float | None) -> str:
 
 
 def _print_summary(s: dict[str, Any]) -> None:
-    b, a = s["mcq_before"], s["mcq_after"]
+    b = s["mcq_before"]
     print("\n" + "=" * 78)
     print(f"YaPO vector for {s['country']}: {s['steps']} steps, final training loss {s['final_train_loss']:.4f}")
     ev = s.get("heldout_eval") or {}
     if ev:
         print(f"held-out preference accuracy: +λ {_pct(ev['pref_acc_plus'])}, −λ {_pct(ev['pref_acc_minus'])}")
-    print(f"\nculture MCQ accuracy on held-out questions (λ = {s['strength']}):")
+    print("\nculture MCQ accuracy on held-out questions:")
     print(f"  {'':14}{'localized':>12}{'non-local':>12}{'RCA':>8}{'PNLG':>8}")
-    for name, r in (("unsteered", b), ("steered", a)):
+    rows = [("unsteered", b)] + [(f"steered λ={lam}", r) for lam, r in s["mcq_sweep"].items()]
+    for name, r in rows:
         print(f"  {name:14}{_pct(r['acc_localized']):>12}{_pct(r['acc_nonlocalized']):>12}"
               f"{r.get('rca', 0):>8.3f}{r.get('pnlg', 0):>8.3f}")
-    print("\ngenerations (greedy):")
+    print(f"\ngenerations (greedy; steered at λ = {s['strength']}):")
     for g in s["generations"]:
         print(f"\n  Q: {g['prompt']}")
         print(textwrap.indent(textwrap.fill("unsteered: " + g["unsteered"], 74), "    "))

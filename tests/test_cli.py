@@ -29,6 +29,8 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     (("contrastive", "--target", "no-such-key", "--baseline", "local:news", "--layer", "3"), "no-such-key"),
     (("generate", "--max-new-tokens", "many"), "invalid int value"),
     (("frobnicate",), "invalid choice"),
+    (("train", "--method", "lineas", "--output-dir", "x"), "needs --source and --target"),
+    (("train", "--method", "lineas", "--source", "local:news", "--target", "nope", "--output-dir", "x"), "nope"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, argv, message):
     code, _, err = _run(capsys, *argv)

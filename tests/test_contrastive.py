@@ -110,4 +110,5 @@ def test_real_model_steering_raises_target_text_likelihood(model, tmp_path):
     held_b = [t for t in load_prompts(baseline) if t not in sampled_b][:16]
     margin0 = text_loglik(model, held_t) - text_loglik(model, held_b)
     margin = text_loglik(model, held_t, vec, 4.0) - text_loglik(model, held_b, vec, 4.0)
+    print(f"contrastive: target-minus-baseline log-likelihood per token {margin0:.3f} -> {margin:.3f}")
     assert margin - margin0 > 0.05, (margin0, margin)

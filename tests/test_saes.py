@@ -84,12 +84,15 @@ def test_shipped_default_sae(model):
     assert sae.cfg.d_in == model.cfg.d_model
     meta = sae_metadata()
     assert meta["command"].startswith("interp-steer train-sae")
-    assert meta["corpus"]["sha256"] and meta["training_config"]["training_tokens"] >= 3_000_000
+    assert meta["corpus"]["sha256"] and meta["corpus"]["path"] == "mixed-text.jsonl.gz"
+    trained = meta.get("tokens_trained") or meta["training_config"]["training_tokens"]
+    assert trained >= 750_000
     q = meta["quality_heldout"]
     assert {"explained_variance", "ce_loss_recovered", "dead_fraction", "mean_l0"} <= set(q)
     tokens = torch.tensor([list(range(100, 160))])
     clean = model(tokens)
     sae.use_error_term = True
     torch.testing.assert_close(model.run_with_saes(tokens, saes=[sae]), clean, atol=1e-4, rtol=1e-4)
-    files = list((SHIPPED_DIR / "smollm2-135m-instruct").rglob("*"))
-    assert sum(f.stat().st_size for f in files if f.is_file()) < 15 * 2**20
+    shipped = [f for f in (SHIPPED_DIR / "smollm2-135m-instruct" / "blocks.15.hook_resid_post").iterdir() if f.is_file()]
+    assert {f.name for f in shipped} == {"cfg.json", "sae_weights.safetensors", "interp_steer.json"}
+    assert sum(f.stat().st_size for f in shipped) < 15 * 2**20

@@ -511,7 +511,7 @@ def train_vector(
             if cfg.top_k is not None:
                 _project_top_k(v, cfg.top_k)
             step += 1
-            record = {"step": step, "epoch": epoch, "loss": float(loss), "pref_acc": float((logits > 0).float().mean()),
+            record = {"step": step, "epoch": epoch, "loss": loss.item(), "pref_acc": float((logits > 0).float().mean()),
                       "direction": direction, "lr": lr, "grad_norm": grad_norm, "v_norm": float(v.detach().norm()),
                       "nnz": int((v.detach() != 0).sum()), "seconds": time.perf_counter() - t0}
             history.append(record)
