@@ -15,7 +15,7 @@ demo: setup
 	$(VENV)/bin/interp-steer demo --output-dir runs/demo
 
 lint: setup
-	$(VENV)/bin/ruff check interp_steer tests benchmarks analyses
+	$(VENV)/bin/ruff check interp_steer tests benchmarks
 	$(VENV)/bin/mypy interp_steer
 
 test: lint

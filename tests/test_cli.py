@@ -30,7 +30,7 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     (("generate", "--max-new-tokens", "many"), "invalid int value"),
     (("frobnicate",), "invalid choice"),
     (("train", "--method", "lineas", "--output-dir", "x"), "needs --source and --target"),
-    (("train", "--method", "lineas", "--source", "local:news", "--target", "nope", "--output-dir", "x"), "nope"),
+    (("train", "--method", "lineas", "--source", "culture:egypt", "--target", "nope", "--output-dir", "x"), "nope"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, argv, message):
     code, _, err = _run(capsys, *argv)
