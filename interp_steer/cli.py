@@ -163,19 +163,12 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
         path = Path(args.prompts_file)
         if not path.is_file():
             raise InterpSteerError(f"prompts file not found: {path}")
-        if path.suffix == ".jsonl":
-            for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InterpSteerError(f"{path}: line {lineno} is not valid JSON") from exc
-                if not isinstance(row, dict) or "prompt" not in row:
-                    raise InterpSteerError(f"{path}: line {lineno} has no 'prompt' field")
-                prompts.append(str(row["prompt"]))
-        else:
+        if path.suffix == ".txt":
             prompts.extend(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        else:  # JSONL/CSV/Parquet with a prompt (or question/text) column
+            from interp_steer.data.registry import load_prompts
+
+            prompts.extend(load_prompts(path))
     if not prompts:
         raise InterpSteerError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE")
     return prompts
@@ -242,7 +235,7 @@ def _add_generate(sub: Any) -> None:
                        description="Generate chat-templated answers, optionally steered by a saved vector.")
     _add_model_args(p)
     p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
-    p.add_argument("--prompts-file", help="text file (one prompt per line) or JSONL with a 'prompt' field")
+    p.add_argument("--prompts-file", help=".txt (one prompt per line) or JSONL/CSV with a 'prompt' column")
     p.add_argument("--vector", help="a .safetensors steering vector saved by interp-steer")
     p.add_argument("--sae", help="SAE folder for SAE-latent vectors (default: the one recorded in the vector)")
     p.add_argument("--strength", type=float, default=1.0, help="steering strength λ (negative reverses)")

@@ -8,9 +8,7 @@ steered model sees. The held-out split is a seeded, deterministic ``heldout_frac
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import random
 import re
 from pathlib import Path
@@ -52,22 +50,14 @@ def render_document(text: str, tokenizer: Any | None) -> str:
 
 
 def _read_jsonl(path: Path, field: str) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    texts: list[str] = []
-    with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InterpSteerError(f"{path}: line {lineno} is not valid JSON ({exc.msg})") from exc
-            if field not in row:
-                raise InterpSteerError(
-                    f"{path}: line {lineno} has no field {field!r} (fields: {sorted(row)})"
-                )
-            texts.append(str(row[field]))
-    return texts
+    from interp_steer.data.loaders import _read_jsonl as read_rows
+    from interp_steer.data.loaders import malformed_message
+
+    rows, problems = read_rows(path)
+    problems += [(n, f"no field {field!r} (fields: {sorted(row)})") for n, row in rows if field not in row]
+    if problems:
+        raise InterpSteerError(malformed_message(str(path), sorted(problems)))
+    return [str(row[field]) for _, row in rows]
 
 
 def read_corpus(source: str | Path, *, field: str = "text") -> list[str]:
