@@ -64,18 +64,20 @@ class ActivationCache:
         self.folder = Path(folder)
         self.forward_passes = 0  # number of datasets computed with the model (0 on a full cache hit)
 
-    def path(self, key: str, n_samples: int | None, seed: int, policy: str) -> Path:
-        return self.folder / f"{_slug(key)}__n{n_samples or 'all'}__s{seed}__{policy}.safetensors"
+    def path(self, key: str, n_samples: int | None, seed: int, policy: str, max_prompt_tokens: int | None) -> Path:
+        cap = f"__t{max_prompt_tokens}" if max_prompt_tokens else ""
+        return self.folder / f"{_slug(key)}__n{n_samples or 'all'}__s{seed}__{policy}{cap}.safetensors"
 
     def get(self, model: Any, key: str, n_samples: int | None, *, seed: int = 0, policy: str = "last_prompt",
-            batch_size: int = 8, progress: bool = False) -> DatasetActivations:
+            batch_size: int = 8, progress: bool = False, max_prompt_tokens: int | None = 256) -> DatasetActivations:
+        """Activations of ``key`` (prompts longer than ``max_prompt_tokens`` tokens keep their first ones)."""
         from safetensors import safe_open
         from safetensors.torch import save_file
 
         from interp_steer.data.registry import dataset_fingerprint, load_prompts
 
         fp = model_fingerprint(model).to_dict()
-        path = self.path(key, n_samples, seed, policy)
+        path = self.path(key, n_samples, seed, policy, max_prompt_tokens)
         ds_fp = dataset_fingerprint(key, n_samples, seed)
         if path.is_file():
             with safe_open(str(path), framework="pt") as fh:
@@ -87,7 +89,11 @@ class ActivationCache:
                                               int(meta["n_samples"]), ds_fp, True)
             print(f"contrastive cache {path.name} was made by another model/tokenizer or data: rebuilding")
         prompts = load_prompts(key, n_samples, seed)
-        chats = [chat_tokens(model.tokenizer, p) for p in prompts]
+        if max_prompt_tokens:
+            tok = model.tokenizer
+            prompts = [tok.decode(tok(p, add_special_tokens=False)["input_ids"][:max_prompt_tokens]) for p in prompts]
+        # longest first: batches hold prompts of similar length (little padding)
+        chats = sorted((chat_tokens(model.tokenizer, p) for p in prompts), key=lambda c: -len(c.ids))
         hooks = [f"blocks.{L}.hook_resid_post" for L in range(model.cfg.n_layers)]
         acts = collect_activations(model, chats, hooks, policy, batch_size=batch_size, progress=progress,
                                    desc=f"activations {key}")
@@ -96,7 +102,8 @@ class ActivationCache:
         means = stacked.mean(0)
         norms = stacked.norm(dim=-1).mean(0)
         meta = {"format": _CACHE_FORMAT, "dataset": key, "n_samples": len(prompts), "seed": seed,
-                "token_policy": policy, "model": fp, "dataset_fingerprint": ds_fp,
+                "token_policy": policy, "max_prompt_tokens": max_prompt_tokens, "model": fp,
+                "dataset_fingerprint": ds_fp,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
