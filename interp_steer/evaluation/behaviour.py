@@ -35,7 +35,12 @@ def pair_probability(model: Any, pairs: Sequence[PreferenceExample], vector: Ste
                      strength: float = 1.0, *, sae: Any | None = None, positions: str | None = None,
                      batch_size: int = 8) -> dict[str, float]:
     """Mean ``σ(log p(chosen) − log p(rejected))`` and mean log-prob margin over the pairs."""
-    from interp_steer.methods.preference import _batch_tokens, _response_logp_from_logits, prepare_pairs
+    from interp_steer.methods.preference import (
+        _batch_tokens,
+        _policy_starts,
+        _response_logp_from_logits,
+        prepare_pairs,
+    )
 
     if not pairs:
         raise InterpSteerError("no preference pairs to evaluate")
@@ -45,9 +50,7 @@ def pair_probability(model: Any, pairs: Sequence[PreferenceExample], vector: Ste
     for start in range(0, len(data), batch_size):
         seqs = [j for i in range(start, min(start + batch_size, len(data))) for j in (2 * i, 2 * i + 1)]
         tokens, mask, starts = _batch_tokens(model, data, seqs)
-        pol_starts = torch.tensor([data.instruction_end[j] if policy == "after_instruction" else data.response_start[j]
-                                   for j in seqs])
-        with _steering(model, vector, strength, sae, positions, pol_starts):
+        with _steering(model, vector, strength, sae, positions, _policy_starts(data, seqs, policy)):
             logp = _response_logp_from_logits(model(tokens), tokens, mask, starts)
         margins.extend((logp[0::2] - logp[1::2]).tolist())
     m = torch.tensor(margins)

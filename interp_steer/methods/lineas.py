@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -123,7 +124,7 @@ def collect_token_activations(model: Any, token_lists: list[list[int]], hooks: S
         mask = _token_mask([len(c) for c in chunk], tokens.shape[1], skip_first).to(model.cfg.device)
         grabbed: dict[str, torch.Tensor] = {}
         grab = _grabber(grabbed)
-        ctx = steer(model, interventions, strength, check=False) if interventions else torch.enable_grad()
+        ctx = steer(model, interventions, strength, check=False) if interventions else nullcontext()
         with torch.set_grad_enabled(grad), ctx:
             # grabbing hooks run after the steering hooks: they see the steered activations
             model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[(h, grab) for h in hooks],
