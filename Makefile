@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint bench
+.PHONY: setup demo test test-fast lint bench browser
 
 setup:
 	@bash scripts/setup.sh
@@ -15,10 +15,18 @@ demo: setup
 	$(VENV)/bin/interp-steer demo --output-dir runs/demo
 
 lint: setup
-	$(VENV)/bin/ruff check interp_steer tests benchmarks
+	$(VENV)/bin/ruff check interp_steer tests benchmarks analyses
 	$(VENV)/bin/mypy interp_steer
 
-test: lint
+# headless Chromium for the dashboard's browser test: installed when missing and apt-get is usable as root
+# (best effort; without it that test is skipped with the reason)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1 ; } || \
+	  echo "note: no Chromium found or installable; the dashboard browser test will be skipped"
+
+test: lint browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: setup

@@ -78,6 +78,7 @@ def cmd_train_sae(args: argparse.Namespace) -> int:
             training_tokens=args.training_tokens, context_size=args.context_size,
             train_batch_size_tokens=args.batch_tokens, lr=args.lr, seed=args.seed,
             n_checkpoints=args.checkpoints, resume_from_checkpoint=args.resume_from,
+            dead_feature_window=args.dead_feature_window,
         )
         train_sae(model, train_docs, config=cfg, output_dir=tmp_out, command=command, corpus_info=corpus_info,
                   progress=True)
@@ -138,6 +139,8 @@ def _add_train_sae(sub: Any) -> None:
     p.add_argument("--context-size", type=int, default=256)
     p.add_argument("--batch-tokens", type=int, default=2048)
     p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--dead-feature-window", type=int, default=200,
+                   help="steps without firing before a latent gets the TopK auxiliary loss (default: 200)")
     p.add_argument("--heldout-fraction", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoints", type=int, default=0, help="number of intermediate checkpoints")
@@ -429,6 +432,9 @@ def _add_contrastive(sub: Any) -> None:
 # --------------------------------------------------------------------------------------------------- main
 
 
+_COMMAND_MODULES = ("evaluate", "dashboard")  # interp_steer/commands/<name>.py, each with add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="interp-steer", description="Learn, apply and explain steering vectors.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -440,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     from interp_steer.data.rejected import add_prep_rejected_parser
 
     add_prep_rejected_parser(sub)
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"interp_steer.commands.{name}").add_parser(sub)
     return parser
 
 

@@ -41,6 +41,9 @@ class SAETrainingConfig:
     lr: float = 4e-4
     lr_warm_up_steps: int = 100
     lr_decay_fraction: float = 0.2
+    # training steps without firing after which a latent counts as dead and receives the TopK auxiliary
+    # (AuxK) loss; sae-lens' default of 1000 steps never triggers in a ~3000-step CPU run's first third
+    dead_feature_window: int = 200
     store_batch_size_prompts: int = 8
     n_batches_in_buffer: int = 16
     norm_estimate_batches: int = 20
@@ -160,6 +163,8 @@ def train_sae(
         lr_warm_up_steps=min(cfg.lr_warm_up_steps, n_steps // 10),
         lr_decay_steps=int(n_steps * cfg.lr_decay_fraction),
         lr_scheduler_name="constant",
+        dead_feature_window=cfg.dead_feature_window,
+        feature_sampling_window=max(cfg.dead_feature_window, 2 * cfg.dead_feature_window),
         device=str(model.cfg.device),
         seed=cfg.seed,
         dtype=cfg.dtype,
