@@ -1,0 +1,153 @@
+"""``interp-steer evaluate`` (one vector, a grid of strengths) and ``interp-steer compare`` (every method on the
+same split, layer and data)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from interp_steer.errors import InterpSteerError
+from interp_steer.evaluation.compare import METHODS
+
+
+def _strengths(values: list[float] | None, default: list[float]) -> list[float]:
+    out = [float(v) for v in (values or default)]
+    if not out:
+        raise InterpSteerError("--strengths needs at least one value")
+    return out
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from interp_steer.cli import _load_vector_and_sae, _model, _write_json_atomic
+    from interp_steer.evaluation.compare import behaviour_sweep, strength_sweep, write_sweep_html
+
+    if not Path(args.vector).exists() and not Path(args.vector + ".safetensors").exists():
+        raise InterpSteerError(f"steering vector file not found: {args.vector}")
+    strengths = _strengths(args.strengths, [0.0, 0.5, 1.0, 2.0, 4.0])
+    if args.data != "culture" and not args.data.startswith(("bipo:", "mwe:")):
+        raise InterpSteerError(f"--data {args.data!r}: expected culture, bipo:<behaviour> or mwe:<name>")
+    out = Path(args.output_dir)
+    model = _model(args)
+    vector, sae = _load_vector_and_sae(args, model)
+    if args.data == "culture":
+        from interp_steer.data.loaders import load_culture
+
+        items = load_culture(countries=args.country, split=args.split, seed=args.seed)
+        if args.limit:
+            items = items[: args.limit]
+        rows = strength_sweep(model, vector, items, strengths, sae=sae, method=args.scoring)
+        kind = "culture_mcq"
+    else:
+        items = _behaviour_items(args.data)[: args.limit or None]
+        rows = behaviour_sweep(model, vector, items, strengths, sae=sae)
+        kind = "behaviour_ab"
+    result: dict[str, Any] = {"vector": str(args.vector), "data": args.data, "split": args.split, "kind": kind,
+                              "n_items": len(items), "strengths": strengths, "sweep": rows}
+    if args.preservation:
+        from interp_steer.evaluation.preservation import default_texts, knowledge_preservation, load_knowledge
+
+        texts, mcq = default_texts(args.preservation_texts, seed=args.seed), load_knowledge()
+        result["preservation"] = {str(lam): knowledge_preservation(model, vector, lam, sae=sae, texts=texts, mcq=mcq)
+                                  for lam in strengths if lam != 0}
+    _write_json_atomic(out / "evaluation.json", result)
+    write_sweep_html(rows, out / "evaluation.html", title=f"{Path(args.vector).name}: {args.data} ({args.split})")
+    for r in rows:
+        o = r.get("overall", r)
+        parts = [f"λ={r['strength']:g}"] + [f"{k} {o[k]:.3f}" for k in
+                                             ("accuracy", "acc_localized", "acc_nonlocalized", "rca", "pnlg",
+                                              "p_matching") if o.get(k) is not None]
+        print("  ".join(parts))
+    print(f"wrote {out / 'evaluation.json'} and {out / 'evaluation.html'}")
+    return 0
+
+
+def _behaviour_items(spec: str) -> list[Any]:
+    """Behaviour A/B test items: BiPO's ``test_infer.csv`` or the last 20 % of a model-written-evals file."""
+    from interp_steer.data import loaders
+    from interp_steer.data.specs import _shared
+
+    name = spec.split(":", 1)[1]
+    if spec.startswith("bipo:"):
+        return loaders.load_bipo_ab(_shared("bipo", name, "test_infer.csv"))
+    items = loaders.load_mwe(_shared("model-written-evals", f"{name}.jsonl"), as_="mcq")
+    return list(items[int(len(items) * 0.8):])
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from interp_steer.cli import _model, _write_json_atomic
+    from interp_steer.data.culture import read_culture_rows
+    from interp_steer.evaluation.compare import (
+        CompareConfig,
+        compare_methods,
+        format_table,
+        write_report_html,
+    )
+    from interp_steer.saes import load_sae
+
+    known = sorted({row["country"] for row in read_culture_rows()})
+    countries = args.country or ["morocco"]
+    bad = [c for c in countries if c not in known]
+    if bad:
+        raise InterpSteerError(f"unknown country {bad[0]!r}; the culture set has {', '.join(known)}")
+    methods = args.methods or list(METHODS)
+    cfg = CompareConfig(countries=countries, methods=methods,
+                        strengths=_strengths(args.strengths, [0.5, 1.0, 2.0, 4.0]), layer=args.layer,
+                        steps=args.steps, lineas_steps=args.lineas_steps, batch_size=args.batch_size,
+                        preservation=not args.no_preservation, seed=args.seed, scoring=args.scoring,
+                        max_train_pairs=args.max_train_pairs, max_items=args.max_items)
+    out = Path(args.output_dir)
+    model = _model(args)
+    sae = load_sae(path=args.sae, model=model) if args.sae else load_sae(model=model)
+    result = compare_methods(model, sae, cfg, log=lambda m: print(m, flush=True))
+    _write_json_atomic(out / "compare.json", result)
+    write_report_html(result, out / "compare.html")
+    table = format_table(result["table"])
+    (out / "compare.md").write_text(table + "\n")
+    print(table)
+    print(f"wrote {out / 'compare.json'}, {out / 'compare.md'} and {out / 'compare.html'}")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    from interp_steer.cli import _add_model_args
+
+    p = sub.add_parser("evaluate", help="λ sweep of one steering vector (culture MCQ or behaviour A/B)",
+                       description="Score one vector at a grid of strengths; writes evaluation.json and an offline "
+                                   "plotly evaluation.html (accuracy vs λ; localized vs non-localized per country).")
+    _add_model_args(p)
+    p.add_argument("--vector", required=True, help="a SteeringVector (.safetensors with its JSON sidecar)")
+    p.add_argument("--sae", default=None, help="SAE folder for SAE-latent vectors (default: the vector's own)")
+    p.add_argument("--data", default="culture", help="culture (MCQ) | bipo:<behaviour> | mwe:<name> (A/B)")
+    p.add_argument("--country", action="append", help="culture country (repeatable; default: all)")
+    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument("--strengths", type=float, nargs="+", default=None, help="default: 0 0.5 1 2 4")
+    p.add_argument("--scoring", choices=["loglik", "letter"], default="loglik", help="culture MCQ scoring")
+    p.add_argument("--limit", type=int, default=None, help="at most this many items")
+    p.add_argument("--preservation", action="store_true",
+                   help="also measure knowledge preservation (perplexity, knowledge MCQ) at each strength")
+    p.add_argument("--preservation-texts", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", default="runs/evaluate")
+    p.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("compare", help="compare no steering, CAA, SAS, BiPO, YaPO and LinEAS on the culture set",
+                       description="Build every method's vector from the same training split and layer, choose each "
+                                   "strength on the training questions, and report the test questions (JSON table, "
+                                   "markdown, offline plotly HTML) with knowledge preservation.")
+    _add_model_args(c)
+    c.add_argument("--country", action="append", help="culture country (repeatable; default: morocco)")
+    c.add_argument("--methods", nargs="+", choices=list(METHODS), default=None, help="default: all")
+    c.add_argument("--strengths", type=float, nargs="+", default=None, help="default: 0.5 1 2 4")
+    c.add_argument("--layer", type=int, default=None, help="default: the SAE's layer")
+    c.add_argument("--sae", default=None, help="SAE folder (default: the shipped SAE)")
+    c.add_argument("--steps", type=int, default=40, help="BiPO/YaPO optimisation steps")
+    c.add_argument("--lineas-steps", type=int, default=40)
+    c.add_argument("--batch-size", type=int, default=4)
+    c.add_argument("--scoring", choices=["loglik", "letter"], default="loglik")
+    c.add_argument("--no-preservation", action="store_true", help="skip knowledge preservation")
+    c.add_argument("--max-train-pairs", type=int, default=None, help="cap on training pairs (quick runs)")
+    c.add_argument("--max-items", type=int, default=None, help="cap on questions per split (quick runs)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--output-dir", default="runs/compare")
+    c.set_defaults(func=cmd_compare)

@@ -1,0 +1,323 @@
+"""λ sweeps of one vector and side-by-side comparison of steering methods on the same split, layer and data.
+
+* :func:`strength_sweep` – culture MCQ report (accuracy, localized / non-localized, RCA, PNLG, per country) of one
+  vector at each strength; strength 0 is the unsteered model.
+* :func:`behaviour_sweep` – behaviour A/B scores (probability of the matching letter) at each strength.
+* :func:`compare_methods` – for each country: build a vector with every method (CAA, SAS, BiPO, YaPO, LinEAS)
+  from that country's *training* split, choose each method's strength on the training questions (best RCA,
+  then accuracy), and report the test questions at every strength and at the chosen one, next to the
+  unsteered model. Knowledge preservation (perplexity on held-out general text and accuracy on a local
+  knowledge set, steered vs unsteered) is measured at each method's chosen strength.
+* :func:`write_report_html` – an offline plotly page: accuracy vs λ per method, and localized vs
+  non-localized accuracy per country at the chosen strengths.
+
+Strengths mean what each method's intervention means: ``h + λ·v`` (CAA, BiPO, SAS decoded), the SAE-latent
+shift ``ReLU(s + λ·v)`` (YaPO) and the interpolation ``λ·T(h) + (1 − λ)·h`` (LinEAS).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interp_steer.data.schemas import MCQItem
+from interp_steer.errors import InterpSteerError
+from interp_steer.steering.vector import SteeringVector
+
+METHODS = ("caa", "sas", "bipo", "yapo", "lineas")
+
+
+def strength_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MCQItem],
+                   strengths: Sequence[float], *, sae: Any | None = None, method: str = "loglik",
+                   batch_size: int = 16) -> list[dict[str, Any]]:
+    """Culture report of ``items`` at each strength (``{"strength", "overall", "per_country", "score_shift"}``).
+
+    ``score_shift`` is the mean absolute change of the option scores against the unsteered model (nats per
+    token for ``loglik``): it shows that a vector acts even where the argmax, hence accuracy, does not move.
+    """
+    from interp_steer.evaluation.mcq import culture_report, score_mcq
+
+    if not strengths:
+        raise InterpSteerError("no strengths to evaluate")
+    plain = score_mcq(model, items, None, 0.0, method=method, batch_size=batch_size)
+    flat_plain = [x for s in plain for x in s.scores]
+    rows = []
+    for lam in strengths:
+        if vector is None or lam == 0:
+            scores = plain
+        else:
+            scores = score_mcq(model, items, vector, float(lam), sae=sae, method=method, batch_size=batch_size)
+        flat = [x for s in scores for x in s.scores]
+        shift = sum(abs(a - b) for a, b in zip(flat, flat_plain, strict=True)) / len(flat)
+        rows.append({"strength": float(lam), **culture_report(scores), "score_shift": shift})
+    return rows
+
+
+def behaviour_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MCQItem],
+                    strengths: Sequence[float], *, sae: Any | None = None) -> list[dict[str, Any]]:
+    """Behaviour A/B probability of the matching letter at each strength."""
+    from interp_steer.evaluation.behaviour import ab_probability
+
+    return [{"strength": float(lam), **ab_probability(model, items, vector, float(lam), sae=sae)}
+            for lam in strengths]
+
+
+def _key(row: dict[str, Any]) -> tuple[float, float, float]:
+    o = row["overall"]
+    return (o.get("rca") or 0.0, o.get("accuracy") or 0.0, -abs(row["strength"]))
+
+
+def choose_strength(rows: Sequence[dict[str, Any]]) -> float:
+    """The strength with the best RCA, then accuracy, then the smallest magnitude."""
+    return max(rows, key=_key)["strength"]
+
+
+@dataclass
+class CompareConfig:
+    """Settings of :func:`compare_methods` (stored in its output)."""
+
+    countries: list[str] = field(default_factory=lambda: ["morocco"])
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    strengths: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])
+    layer: int | None = None  # default: the SAE's layer (every method intervenes there; LinEAS: see lineas_hooks)
+    steps: int = 40  # BiPO / YaPO optimisation steps
+    batch_size: int = 4
+    lr: dict[str, float] = field(default_factory=lambda: {"bipo": 5e-2, "yapo": 5e-2, "lineas": 2e-2})
+    lineas_steps: int = 40
+    lineas_hooks: str | None = None  # default: the residual stream after the chosen layer and 4 layers around
+    sas_top_k: int = 32
+    scoring: str = "loglik"
+    preservation: bool = True
+    preservation_texts: int = 32
+    max_train_pairs: int | None = None  # caps for quick runs (None: the whole split)
+    max_items: int | None = None
+    seed: int = 0
+
+
+def _lineas_texts(model: Any, items: Sequence[MCQItem]) -> tuple[list[str], list[str]]:
+    """Source = the non-localized questions, target = the localized ones, rendered as chat prompts."""
+    from interp_steer.chat import render_prompt
+
+    src = [render_prompt(model.tokenizer, it.question) for it in items if it.localization_status == "nolocalized"]
+    tgt = [render_prompt(model.tokenizer, it.question) for it in items if it.localization_status == "localized"]
+    if not src or not tgt:
+        raise InterpSteerError("LinEAS needs both localized and non-localized training questions")
+    return src, tgt
+
+
+def build_vector(model: Any, sae: Any, method: str, country: str, cfg: CompareConfig, *,
+                 progress: bool = False) -> SteeringVector:
+    """A ``method`` vector for ``country`` from the culture set's training split."""
+    from interp_steer.data.loaders import culture_preferences
+
+    layer = cfg.layer if cfg.layer is not None else int(sae.cfg.metadata.hook_name.split(".")[1])
+    pairs = culture_preferences(countries=country, split="train", form="mcq", seed=cfg.seed)[: cfg.max_train_pairs]
+    if method == "caa":
+        from interp_steer.methods.caa import compute_caa
+
+        return compute_caa(model, pairs, layers=layer)[layer]
+    if method == "sas":
+        from interp_steer.methods.sas import compute_sas
+
+        return compute_sas(model, sae, pairs, top_k=cfg.sas_top_k)
+    if method in ("bipo", "yapo"):
+        from interp_steer.methods.preference import train_vector
+
+        steps = cfg.steps
+        res = train_vector(model, pairs, method, sae=sae if method == "yapo" else None, eval_data=pairs[:1],
+                           layer=layer, max_steps=steps, epochs=max(1, -(-steps * cfg.batch_size // len(pairs))),
+                           batch_size=cfg.batch_size, lr=cfg.lr.get(method, 5e-4), seed=cfg.seed, progress=progress)
+        return res.vector
+    if method == "lineas":
+        from interp_steer.methods.lineas import train_lineas
+
+        src, tgt = _lineas_texts(model, _items(country, "train", cfg))
+        hooks = cfg.lineas_hooks or [f"blocks.{L}.hook_resid_post"
+                                     for L in range(max(0, layer - 4), min(model.cfg.n_layers, layer + 1))]
+        return train_lineas(model, src, tgt, hooks=hooks, steps=cfg.lineas_steps, lr=cfg.lr.get("lineas", 2e-2),
+                            batch_size=min(32, len(src)), seed=cfg.seed, progress=progress).vector
+    raise InterpSteerError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+
+
+def compare_methods(model: Any, sae: Any, config: CompareConfig | None = None, *,
+                    log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every method on the same countries, split, layer and data (see the module docstring)."""
+    cfg = config or CompareConfig()
+    bad = [m for m in cfg.methods if m not in METHODS]
+    if bad:
+        raise InterpSteerError(f"unknown method(s) {', '.join(bad)}; expected {', '.join(METHODS)}")
+    say = log or (lambda _msg: None)
+    strengths = sorted({float(s) for s in cfg.strengths if s != 0})
+    if not strengths:
+        raise InterpSteerError("give at least one non-zero strength")
+    result: dict[str, Any] = {"config": asdict(cfg), "countries": {}}
+    preservation_inputs = _preservation_inputs(model, cfg) if cfg.preservation else None
+    for country in cfg.countries:
+        train_items, test_items = _items(country, "train", cfg), _items(country, "test", cfg)
+        baseline = strength_sweep(model, None, test_items, [0.0], method=cfg.scoring)[0]
+        entry: dict[str, Any] = {"n_train_items": len(train_items), "n_test_items": len(test_items),
+                                 "baseline": baseline, "methods": {}}
+        for method in cfg.methods:
+            t0 = time.perf_counter()
+            say(f"{country}: {method} ...")
+            vector = build_vector(model, sae, method, country, cfg)
+            vsae = sae if vector.kind == "sae" else None
+            built = time.perf_counter() - t0
+            train_sweep = strength_sweep(model, vector, train_items, strengths, sae=vsae, method=cfg.scoring)
+            chosen = choose_strength(train_sweep)
+            test = strength_sweep(model, vector, test_items, strengths, sae=vsae, method=cfg.scoring)
+            row: dict[str, Any] = {"strength": chosen, "sweep": test,
+                                   "train_sweep": [{"strength": r["strength"], "overall": r["overall"]}
+                                                   for r in train_sweep],
+                                   "at_strength": next(r for r in test if r["strength"] == chosen),
+                                   "seconds_build": round(built, 1), "seconds_total": 0.0,
+                                   "vector_kind": vector.kind, "hooks": vector.hook_points}
+            if preservation_inputs is not None:
+                row["preservation"] = _preservation(model, vector, chosen, vsae, preservation_inputs)
+            row["seconds_total"] = round(time.perf_counter() - t0, 1)
+            entry["methods"][method] = row
+            o = row["at_strength"]["overall"]
+            say(f"{country}: {method} λ={chosen:g}: accuracy {o['accuracy']:.3f} (loc {o['acc_localized']:.3f}, "
+                f"non-loc {o['acc_nonlocalized']:.3f}), RCA {o['rca']:.3f}")
+        result["countries"][country] = entry
+    result["table"] = summary_table(result)
+    return result
+
+
+def _items(country: str, split: str, cfg: CompareConfig) -> list[MCQItem]:
+    """The country's questions of ``split``, at most ``cfg.max_items`` of them, both regimes kept balanced."""
+    from interp_steer.data.loaders import load_culture
+
+    items = load_culture(countries=country, split=split, seed=cfg.seed)
+    if cfg.max_items is None:
+        return items
+    loc = [it for it in items if it.localization_status == "localized"]
+    non = [it for it in items if it.localization_status != "localized"]
+    half = max(1, cfg.max_items // 2)
+    return loc[:half] + non[:half]
+
+
+def _preservation_inputs(model: Any, cfg: CompareConfig) -> dict[str, Any]:
+    from interp_steer.evaluation.preservation import default_texts, load_knowledge
+
+    return {"texts": default_texts(cfg.preservation_texts, seed=cfg.seed), "mcq": load_knowledge()}
+
+
+def _preservation(model: Any, vector: SteeringVector, strength: float, sae: Any | None,
+                  inputs: dict[str, Any]) -> dict[str, Any]:
+    from interp_steer.evaluation.preservation import knowledge_preservation
+
+    rep = knowledge_preservation(model, vector, strength, sae=sae, texts=inputs["texts"], mcq=inputs["mcq"])
+    return rep if isinstance(rep, dict) else asdict(rep)
+
+
+def summary_table(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (country, method) at the chosen strength, with the unsteered row first."""
+    rows = []
+    for country, entry in result["countries"].items():
+        o = entry["baseline"]["overall"]
+        rows.append({"country": country, "method": "none", "strength": 0.0, "accuracy": o["accuracy"],
+                     "acc_localized": o["acc_localized"], "acc_nonlocalized": o["acc_nonlocalized"],
+                     "rca": o.get("rca"), "pnlg": o.get("pnlg")})
+        for method, row in entry["methods"].items():
+            o = row["at_strength"]["overall"]
+            out = {"country": country, "method": method, "strength": row["strength"], "accuracy": o["accuracy"],
+                   "acc_localized": o["acc_localized"], "acc_nonlocalized": o["acc_nonlocalized"],
+                   "rca": o.get("rca"), "pnlg": o.get("pnlg")}
+            pres = row.get("preservation")
+            if pres:
+                out["ppl_shift"] = pres.get("perplexity_shift")
+                out["knowledge_acc_shift"] = pres.get("accuracy_shift")
+            rows.append(out)
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of :func:`summary_table` rows."""
+    def f(x: Any, pct: bool = True) -> str:
+        if x is None:
+            return "–"
+        return f"{100 * x:.1f}" if pct else f"{x:+.3g}" if isinstance(x, float) else str(x)
+
+    head = "| country | method | λ | acc % | loc % | non-loc % | RCA % | PNLG | Δppl | Δknowledge acc % |"
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        lines.append(f"| {r['country']} | {r['method']} | {r['strength']:g} | {f(r['accuracy'])} | "
+                     f"{f(r['acc_localized'])} | {f(r['acc_nonlocalized'])} | {f(r['rca'])} | "
+                     f"{f(r['pnlg'], False)} | {f(r.get('ppl_shift'), False)} | {f(r.get('knowledge_acc_shift'))} |")
+    return "\n".join(lines)
+
+
+def write_report_html(result: dict[str, Any], path: str | Path, *, title: str = "interp-steer comparison") -> Path:
+    """Offline plotly page (plotly.js inlined): accuracy vs λ per method (one panel per country), and
+    localized vs non-localized accuracy per country at each method's chosen strength."""
+    import plotly.graph_objects as go
+
+    figs = []
+    for country, entry in result["countries"].items():
+        fig = go.Figure()
+        base = entry["baseline"]["overall"]["accuracy"]
+        for method, row in entry["methods"].items():
+            xs = [0.0] + [r["strength"] for r in row["sweep"]]
+            ys = [base] + [r["overall"]["accuracy"] for r in row["sweep"]]
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=method))
+        fig.update_layout(title=f"{country}: test accuracy vs λ", xaxis_title="λ", yaxis_title="accuracy",
+                          yaxis_range=[0, 1])
+        figs.append(fig)
+    bars = go.Figure()
+    rows = summary_table(result)
+    labels = [f"{r['country']}·{r['method']}" for r in rows]
+    bars.add_trace(go.Bar(x=labels, y=[r["acc_localized"] for r in rows], name="localized"))
+    bars.add_trace(go.Bar(x=labels, y=[r["acc_nonlocalized"] for r in rows], name="non-localized"))
+    bars.update_layout(barmode="group", title="localized vs non-localized accuracy at the chosen λ",
+                       yaxis_range=[0, 1])
+    figs.append(bars)
+    return write_figures_html(figs, path, title=title)
+
+
+def write_sweep_html(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str) -> Path:
+    """Offline plotly page for one vector's sweep: accuracy (and localized / non-localized) vs λ, and
+    per-country localized vs non-localized bars at each λ."""
+    import plotly.graph_objects as go
+
+    line = go.Figure()
+    xs = [r["strength"] for r in rows]
+    for key, name in (("accuracy", "all"), ("acc_localized", "localized"), ("acc_nonlocalized", "non-localized"),
+                      ("p_matching", "p(matching)")):
+        ys = [r.get("overall", r).get(key) for r in rows]
+        if any(y is not None for y in ys):
+            line.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name))
+    line.update_layout(title=title, xaxis_title="λ", yaxis_range=[0, 1])
+    figs = [line]
+    if rows and rows[0].get("per_country"):
+        bars = go.Figure()
+        for r in rows:
+            pc = r["per_country"]
+            bars.add_trace(go.Bar(x=[f"{c} loc" for c in pc] + [f"{c} non-loc" for c in pc],
+                                  y=[pc[c]["acc_localized"] for c in pc] + [pc[c]["acc_nonlocalized"] for c in pc],
+                                  name=f"λ={r['strength']:g}"))
+        bars.update_layout(barmode="group", title="per country, localized vs non-localized", yaxis_range=[0, 1])
+        figs.append(bars)
+    return write_figures_html(figs, path, title=title)
+
+
+def write_figures_html(figs: Sequence[Any], path: str | Path, *, title: str) -> Path:
+    """One self-contained HTML page (plotly.js inlined once, no network) holding ``figs``; written atomically."""
+    import html as _html
+
+    import plotly.io as pio
+
+    parts = [pio.to_html(fig, include_plotlyjs=(i == 0), full_html=False) for i, fig in enumerate(figs)]
+    safe = _html.escape(title)
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{safe}</title></head><body>"
+            f"<h1>{safe}</h1>" + "".join(parts) + "</body></html>")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,122 @@
+"""λ sweeps and the method comparison: strength choice, table, offline HTML, CLI errors, end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from interp_steer import cli
+from interp_steer.data.loaders import load_culture
+from interp_steer.evaluation.compare import (
+    CompareConfig,
+    choose_strength,
+    compare_methods,
+    format_table,
+    strength_sweep,
+    summary_table,
+    write_report_html,
+)
+from interp_steer.steering.vector import SteeringVector
+
+from .conftest import TINY_HOOK, make_sae
+
+
+def _row(strength, acc, rca):
+    return {"strength": strength, "overall": {"accuracy": acc, "rca": rca}}
+
+
+def test_choose_strength_prefers_rca_then_accuracy_then_smaller_magnitude():
+    assert choose_strength([_row(1, 0.5, 0.2), _row(2, 0.4, 0.3), _row(4, 0.9, 0.1)]) == 2
+    assert choose_strength([_row(1, 0.5, 0.3), _row(2, 0.6, 0.3)]) == 2
+    assert choose_strength([_row(-2, 0.5, 0.3), _row(1, 0.5, 0.3), _row(4, 0.5, 0.3)]) == 1
+    assert choose_strength([_row(1, 0.5, None), _row(2, 0.6, None)]) == 2  # no RCA when one regime is empty
+
+
+def _dense(model, scale):
+    torch.manual_seed(1)
+    from interp_steer.models import model_fingerprint
+
+    return SteeringVector("test", "dense", {"blocks.1.hook_resid_post": {"vector": scale * torch.randn(model.cfg.d_model)}},
+                          model_fingerprint(model).to_dict())
+
+
+def test_sweep_at_zero_is_unsteered_and_a_strong_vector_changes_scores(tiny_model):
+    items = load_culture(countries="egypt", split="test")[:6]
+    base = strength_sweep(tiny_model, None, items, [0.0])[0]
+    vec = _dense(tiny_model, 50.0)
+    rows = strength_sweep(tiny_model, vec, items, [0.0, 1.0])
+    assert rows[0]["overall"] == base["overall"]
+    assert rows[0]["per_country"] == base["per_country"]
+    assert rows[0]["score_shift"] == 0.0 and base["score_shift"] == 0.0
+    from interp_steer.evaluation.mcq import score_mcq
+
+    plain = [s.scores for s in score_mcq(tiny_model, items)]
+    steered = [s.scores for s in score_mcq(tiny_model, items, vec, 1.0)]
+    shifts = [abs(a - b) for p, q in zip(plain, steered, strict=True) for a, b in zip(p, q, strict=True)]
+    assert rows[1]["score_shift"] == pytest.approx(sum(shifts) / len(shifts), rel=1e-5)
+    assert rows[1]["score_shift"] > 1e-3
+
+
+def test_compare_methods_on_tiny_model_writes_a_complete_table(tiny_model, tmp_path):
+    sae = make_sae("topk", tiny_model.cfg.d_model, 64, TINY_HOOK)
+    cfg = CompareConfig(countries=["egypt"], strengths=[1.0, 2.0], steps=2, lineas_steps=2, batch_size=2,
+                        preservation=False, max_train_pairs=6, max_items=6)
+    res = compare_methods(tiny_model, sae, cfg)
+    entry = res["countries"]["egypt"]
+    assert set(entry["methods"]) == {"caa", "sas", "bipo", "yapo", "lineas"}
+    for method, row in entry["methods"].items():
+        assert row["strength"] in (1.0, 2.0)
+        assert row["strength"] == choose_strength(row["train_sweep"]), method  # chosen on train, not test
+        assert [r["strength"] for r in row["sweep"]] == [1.0, 2.0]
+    assert entry["n_test_items"] == 6 and entry["n_train_items"] == 6
+    assert entry["methods"]["yapo"]["vector_kind"] == "sae" and entry["methods"]["lineas"]["vector_kind"] == "affine"
+    table = summary_table(res)
+    assert [r["method"] for r in table] == ["none", "caa", "sas", "bipo", "yapo", "lineas"]
+    md = format_table(table)
+    assert md.count("\n") == len(table) + 1 and "| egypt | none | 0 |" in md
+    html = write_report_html(res, tmp_path / "compare.html").read_text()
+    assert "Plotly.newPlot" in html and not re.search(r"<script[^>]+src=[\"']https?:", html)
+    assert html.count("plotly.js v") <= 2  # plotly.js inlined once (its banner), not per figure
+    json.dumps(res)  # the result is plain JSON
+
+
+def _run(capsys, *argv):
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, *capsys.readouterr()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("compare", "--country", "narnia"), "unknown country 'narnia'"),
+    (("compare", "--methods", "magic"), "invalid choice"),
+    (("evaluate", "--vector", "missing.safetensors"), "steering vector file not found"),
+    (("evaluate",), "--vector"),
+])
+def test_cli_errors_are_one_line(capsys, argv, message):
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
+
+
+@pytest.mark.slow
+def test_compare_command_end_to_end_on_the_embedded_model(monkeypatch, model, tmp_path, capsys):
+    monkeypatch.setattr(cli, "_model", lambda args: model)
+    out = tmp_path / "cmp"
+    code, stdout, err = _run(capsys, "compare", "--country", "morocco", "--steps", "20", "--lineas-steps", "20",
+                             "--strengths", "1", "4", "--output-dir", str(out))
+    assert code == 0, err
+    res = json.loads((out / "compare.json").read_text())
+    rows = res["table"]
+    assert [r["method"] for r in rows] == ["none", "caa", "sas", "bipo", "yapo", "lineas"]
+    print("\n" + (out / "compare.md").read_text())
+    entry = res["countries"]["morocco"]
+    for method, row in entry["methods"].items():
+        # every method's vector acts: at λ = 4 the option log-likelihoods move (mean |Δ| in nats per token)
+        assert row["sweep"][-1]["score_shift"] > 0.01, (method, row["sweep"][-1]["score_shift"])
+        pres = row["preservation"]
+        assert pres["perplexity_steered"] > 0 and pres["perplexity_unsteered"] > 0
+    assert (out / "compare.html").stat().st_size > 100_000 and "| morocco | yapo |" in stdout
