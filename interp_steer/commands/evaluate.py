@@ -48,7 +48,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from interp_steer.evaluation.preservation import default_texts, knowledge_preservation, load_knowledge
 
         texts, mcq = default_texts(args.preservation_texts, seed=args.seed), load_knowledge()
-        result["preservation"] = {str(lam): knowledge_preservation(model, vector, lam, sae=sae, texts=texts, mcq=mcq)
+        result["preservation"] = {str(lam): knowledge_preservation(model, vector, lam, sae=sae, texts=texts,
+                                                                   mcq=mcq).to_dict()
                                   for lam in strengths if lam != 0}
     _write_json_atomic(out / "evaluation.json", result)
     write_sweep_html(rows, out / "evaluation.html", title=f"{Path(args.vector).name}: {args.data} ({args.split})")

@@ -17,6 +17,7 @@ log-likelihoods, rolling perplexities and generations all see the steered model.
 
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 from typing import Any
 
@@ -30,29 +31,57 @@ from interp_steer.errors import InterpSteerError
 from interp_steer.steering.interventions import steer
 from interp_steer.steering.vector import SteeringVector
 
+log = logging.getLogger(__name__)
+
+
+def _batch_size(value: int | str | None) -> int:
+    """lm-eval passes ``--batch_size`` through: an int, its string, or ``"auto"`` / ``"auto:N"`` (no
+    automatic search here: 8)."""
+    if value is None or (isinstance(value, str) and value.startswith("auto")):
+        return 8
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise InterpSteerError(f"batch_size must be a positive integer or 'auto' (got {value!r})") from None
+    if size < 1:
+        raise InterpSteerError(f"batch_size must be a positive integer (got {size})")
+    return size
+
+
+def _available_device(device: str | None) -> str | None:
+    """lm-eval's command line passes ``device="cuda:0"`` unless told otherwise: on a machine without CUDA
+    fall back to the default device (CPU) instead of failing."""
+    if device and str(device).startswith("cuda") and not torch.cuda.is_available():
+        log.warning("device %s requested but CUDA is not available: using the CPU", device)
+        return None
+    return device
+
 
 @register_model("interp_steer")
 class InterpSteerLM(LM):
     """lm-eval adapter. ``model``: a loaded model, or a name/path for :func:`interp_steer.load_model`."""
 
     def __init__(self, model: Any = None, vector: str | SteeringVector | None = None, strength: float | str = 1.0,
-                 sae: Any = None, batch_size: int | str = 8, max_length: int | str = 2048,
+                 sae: Any = None, batch_size: int | str | None = 8, max_length: int | str = 2048,
                  device: str | None = None, max_gen_toks: int | str = 256, **_: Any) -> None:
         super().__init__()
         from interp_steer.models import load_model
 
-        self.model = model if (model is not None and not isinstance(model, str)) else load_model(model, device=device)
+        if model is None or isinstance(model, str):
+            model = load_model(model, device=_available_device(device))
+        self.model = model
         self.tokenizer = self.model.tokenizer
         if isinstance(vector, str):
             vector = SteeringVector.load(vector)
-        self.vector = vector
         self.sae = None
         if vector is not None and vector.kind == "sae":
             self.sae = self._resolve_sae(sae, vector)
         if vector is not None:
             vector.check_compatible(self.model, self.sae)
+            vector = vector.to(device=self.model.cfg.device)  # a vector loaded on CPU must follow the model
+        self.vector = vector
         self.strength = float(strength)
-        self.batch_size = int(batch_size)
+        self.batch_size = _batch_size(batch_size)
         self.max_length = int(max_length)
         self.max_gen_toks = int(max_gen_toks)
 
@@ -97,13 +126,12 @@ class InterpSteerLM(LM):
             tokens, mask = pad_right([s[:-1] for s in seqs], pad)
             with self._steering():
                 logits = self.model(tokens.to(self.model.cfg.device))
-            logp = torch.log_softmax(logits.float(), -1)
             for row, i in enumerate(idx):
                 n_cont = len(pairs[i][1])
                 seq = seqs[row]
-                target = torch.tensor(seq[-n_cont:], device=logp.device)
-                positions = torch.arange(len(seq) - 1 - n_cont, len(seq) - 1, device=logp.device)
-                picked = logp[row, positions]
+                target = torch.tensor(seq[-n_cont:], device=logits.device)
+                # log-softmax only where the continuation is predicted (not over batch × seq × vocab)
+                picked = torch.log_softmax(logits[row, len(seq) - 1 - n_cont : len(seq) - 1].float(), -1)
                 total = float(picked.gather(-1, target[:, None]).sum())
                 greedy = bool((picked.argmax(-1) == target).all())
                 out[i] = (total, greedy)

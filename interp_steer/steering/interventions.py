@@ -46,7 +46,7 @@ class DenseIntervention(Intervention):
         self.vector = vector
 
     def __call__(self, h: Act, strength: float | torch.Tensor) -> Act:
-        return h + strength * self.vector.to(h.dtype)
+        return h + strength * self.vector.to(h)
 
 
 class AffineIntervention(Intervention):
@@ -55,7 +55,7 @@ class AffineIntervention(Intervention):
         self.bias = bias
 
     def __call__(self, h: Act, strength: float | torch.Tensor) -> Act:
-        moved = h * self.scale.to(h.dtype) + self.bias.to(h.dtype)
+        moved = h * self.scale.to(h) + self.bias.to(h)
         return h + strength * (moved - h)
 
 
