@@ -98,10 +98,12 @@ def _loglik_scores(model: Any, items: Sequence[MCQItem], vector: SteeringVector 
         starts = _starts_for(policy, [seqs[k][2] for k in idx], [seqs[k][1] for k in idx])
         with _steering(model, vector, strength, sae, positions, starts):
             logits = model(tokens.to(model.cfg.device))
-        logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, tokens[:, 1:, None].to(logits.device))[..., 0]
+        targets = tokens.to(logits.device)
         for row, k in enumerate(idx):
             ids, rs, _ = seqs[k]
-            values[k] = float(logp[row, rs - 1 : len(ids) - 1].mean())
+            # log-softmax only where option tokens are predicted (not over the whole batch × vocabulary)
+            logp = torch.log_softmax(logits[row, rs - 1 : len(ids) - 1].float(), -1)
+            values[k] = float(logp.gather(-1, targets[row, rs : len(ids), None]).mean())
     out = [[0.0] * len(it.options) for it in items]
     for k, (i, j) in enumerate(owners):
         out[i][j] = values[k]
