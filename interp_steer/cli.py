@@ -432,7 +432,7 @@ def _add_contrastive(sub: Any) -> None:
 # --------------------------------------------------------------------------------------------------- main
 
 
-_COMMAND_MODULES = ("evaluate", "dashboard", "attribute")  # interp_steer/commands/<name>.py, each with add_parser(sub)
+_COMMAND_MODULES = ("evaluate", "dashboard", "attribute", "patch")  # interp_steer/commands/<name>.py, each with add_parser(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:

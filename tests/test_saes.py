@@ -86,9 +86,9 @@ def test_shipped_default_sae(model):
     assert meta["command"].startswith("interp-steer train-sae")
     assert meta["corpus"]["sha256"] and meta["corpus"]["path"] == "mixed-text.jsonl.gz"
     trained = meta.get("tokens_trained") or meta["training_config"]["training_tokens"]
-    assert trained >= 750_000
+    assert trained >= 3_000_000
     q = meta["quality_heldout"]
-    assert {"explained_variance", "ce_loss_recovered", "dead_fraction", "mean_l0"} <= set(q)
+    assert q["explained_variance"] >= 0.7 and q["ce_loss_recovered"] >= 0.85 and q["dead_fraction"] <= 0.10, q
     tokens = torch.tensor([list(range(100, 160))])
     clean = model(tokens)
     sae.use_error_term = True

@@ -1,0 +1,146 @@
+"""YaPO vs BiPO convergence on the same preference data, layer and batch (issue #6, item 5).
+
+For each method and learning rate, trains a vector with the BiPO objective for ``--max-steps`` steps and
+reports the first step at which the training loss — smoothed by a moving average over ``--window`` steps,
+because each step's loss is one batch's at a random sign d — falls below ``--threshold`` (0.1 by default, the
+YaPO paper's criterion), plus the held-out preference accuracy at +λ and −λ. Writes
+``results/convergence/convergence.json`` and an offline plotly figure ``convergence.html``.
+
+    python analyses/convergence.py                       # culture (morocco), layer 15, batch 4, lr 5e-2
+    python analyses/convergence.py --data bipo:power-seeking --max-steps 300 --lrs 5e-4 5e-3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def steps_to_threshold(losses: list[float], threshold: float, window: int) -> int | None:
+    """First step (1-based) at which the mean of the last ``window`` losses is below ``threshold``."""
+    for end in range(window, len(losses) + 1):
+        if sum(losses[end - window : end]) / window < threshold:
+            return end
+    return None
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    out = []
+    for i in range(len(values)):
+        chunk = values[max(0, i - window + 1) : i + 1]
+        out.append(sum(chunk) / len(chunk))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="culture", help="culture | bipo:<behaviour> | mwe:<name> | dcl[:file] | file")
+    p.add_argument("--country", action="append", default=None, help="culture country (default: morocco)")
+    p.add_argument("--layer", type=int, default=15, help="layer of the shipped SAE's hook (blocks.L.hook_resid_post)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-steps", type=int, default=150)
+    p.add_argument("--lrs", type=float, nargs="+", default=[5e-2], help="learning rates (each method)")
+    p.add_argument("--methods", nargs="+", default=["yapo", "bipo"], choices=["yapo", "bipo"])
+    p.add_argument("--threshold", type=float, default=0.1)
+    p.add_argument("--window", type=int, default=10)
+    p.add_argument("--max-pairs", type=int, default=None, help="cap on training pairs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--include-runs", default=None,
+                   help="convergence.json of an earlier run with the same settings: its runs are reused")
+    p.add_argument("--output-dir", default="results/convergence")
+    args = p.parse_args(argv)
+
+    from interp_steer.data.specs import has_splits, load_pairs
+    from interp_steer.methods.preference import train_vector
+    from interp_steer.models import load_model
+    from interp_steer.saes import load_sae
+
+    model = load_model()
+    sae = load_sae(model=model)
+    hook = f"blocks.{args.layer}.hook_resid_post"
+    if sae.cfg.metadata.hook_name != hook:
+        sys.exit(f"convergence: the shipped SAE is at {sae.cfg.metadata.hook_name}, not {hook}")
+    countries = args.country or (["morocco"] if args.data == "culture" else None)
+    train = load_pairs(args.data, split="train", countries=countries, seed=args.seed)
+    test = load_pairs(args.data, split="test", countries=countries, seed=args.seed) if has_splits(args.data) else None
+    if not test:
+        cut = max(1, len(train) // 10)
+        train, test = train[cut:], train[:cut]
+    if args.max_pairs:
+        train = train[: args.max_pairs]
+    runs: list[dict[str, Any]] = []
+    if args.include_runs:
+        earlier = json.loads(Path(args.include_runs).read_text())
+        same = ("data", "country", "layer", "batch_size", "max_steps", "seed", "max_pairs")
+        diff = [k for k in same if earlier["settings"].get(k) != vars(args).get(k)]
+        if diff:
+            sys.exit(f"convergence: --include-runs was made with other settings: {', '.join(diff)}")
+        runs.extend(earlier["runs"])
+    for lr in args.lrs:
+        for method in args.methods:
+            if any(r["method"] == method and r["lr"] == lr for r in runs):
+                continue
+            t0 = time.perf_counter()
+            res = train_vector(model, train, method, sae=sae if method == "yapo" else None, eval_data=test,
+                               layer=args.layer, batch_size=args.batch_size, max_steps=args.max_steps,
+                               epochs=max(1, -(-args.max_steps * args.batch_size // len(train))), lr=lr,
+                               seed=args.seed, progress=False)
+            losses = [r["loss"] for r in res.history]
+            reached = steps_to_threshold(losses, args.threshold, args.window)
+            ev = res.evals[-1] if res.evals else {}
+            run = {"method": method, "lr": lr, "steps": len(losses), "steps_to_threshold": reached,
+                   "final_loss_ma": moving_average(losses, args.window)[-1], "losses": losses,
+                   "heldout": {k: ev.get(k) for k in ("pref_acc_plus", "pref_acc_minus", "loss_plus", "loss_minus")},
+                   "seconds": round(time.perf_counter() - t0, 1)}
+            runs.append(run)
+            print(f"{method:5s} lr={lr:g}: loss(ma{args.window}) {run['final_loss_ma']:.4f} after {len(losses)} steps; "
+                  f"below {args.threshold} at step {reached}; held-out acc +λ {ev.get('pref_acc_plus')} "
+                  f"−λ {ev.get('pref_acc_minus')} ({run['seconds']} s)", flush=True)
+
+    def best(method: str) -> dict[str, Any] | None:
+        done = [r for r in runs if r["method"] == method]
+        if not done:
+            return None
+        return min(done, key=lambda r: (r["steps_to_threshold"] is None, r["steps_to_threshold"] or 0,
+                                        r["final_loss_ma"]))
+
+    methods = sorted({r["method"] for r in runs})
+    summary = {m: {k: v for k, v in (best(m) or {}).items() if k != "losses"} for m in methods}
+    ratio = None
+    if all(summary.get(m, {}).get("steps_to_threshold") for m in ("yapo", "bipo")):
+        ratio = summary["bipo"]["steps_to_threshold"] / summary["yapo"]["steps_to_threshold"]
+    result = {"settings": {k: v for k, v in vars(args).items()}, "hook": hook, "n_train": len(train),
+              "n_test": len(test), "runs": runs, "best": summary, "bipo_over_yapo_steps": ratio}
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".convergence.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out / "convergence.json")
+    _plot(runs, args, out / "convergence.html")
+    print(json.dumps({"best": summary, "bipo_over_yapo_steps": ratio}, indent=2))
+    return 0
+
+
+def _plot(runs: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> None:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for r in runs:
+        fig.add_trace(go.Scatter(y=moving_average(r["losses"], args.window), mode="lines",
+                                 name=f"{r['method']} lr={r['lr']:g}"))
+    fig.add_hline(y=args.threshold, line_dash="dash", annotation_text=f"loss {args.threshold}")
+    fig.update_layout(title=f"YaPO vs BiPO training loss ({args.data}, layer {args.layer}, batch {args.batch_size}; "
+                            f"moving average over {args.window} steps)", xaxis_title="step", yaxis_title="loss",
+                      yaxis_type="log")
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
