@@ -33,10 +33,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-    os.replace(tmp, path)
+    from interp_steer.io import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False))
 
 
 # ------------------------------------------------------------------------------------------------ train-sae

@@ -17,7 +17,6 @@ shift ``ReLU(s + λ·v)`` (YaPO) and the interpolation ``λ·T(h) + (1 − λ)·
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 from interp_steer.data.schemas import MCQItem
 from interp_steer.errors import InterpSteerError
+from interp_steer.io import write_text_atomic
 from interp_steer.steering.vector import SteeringVector
 
 METHODS = ("caa", "sas", "bipo", "yapo", "lineas")
@@ -315,9 +315,4 @@ def write_figures_html(figs: Sequence[Any], path: str | Path, *, title: str) -> 
     safe = _html.escape(title)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{safe}</title></head><body>"
             f"<h1>{safe}</h1>" + "".join(parts) + "</body></html>")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, page)

@@ -42,6 +42,7 @@ from jaxtyping import Float
 from interp_steer.chat import chat_tokens, pad_right, pad_token_id
 from interp_steer.data.schemas import MCQItem, PreferenceExample
 from interp_steer.errors import InterpSteerError
+from interp_steer.io import write_figure_atomic
 from interp_steer.steering.interventions import (
     POLICIES,
     DenseIntervention,
@@ -780,15 +781,7 @@ def compare_vectors(vectors: Mapping[str, SteeringVector], sae: Any, *, k: int =
 
 
 def _write_fig(fig: Any, path: str | os.PathLike[str]) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return write_figure_atomic(fig, path)
 
 
 def write_compare_html(result: dict[str, Any], path: str | os.PathLike[str], *, title: str = "") -> Path:

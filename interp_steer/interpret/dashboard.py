@@ -60,13 +60,13 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from interp_steer.errors import InterpSteerError
+from interp_steer.io import write_text_atomic
 
 FORMAT = "interp_steer.features/1"
 BAR_COLOR = "#636efa"  # the overview bar chart's colour (the browser test looks for it in the screenshot)
@@ -472,13 +472,7 @@ def render_html(features: dict[str, Any], *, sweep: Any | None = None, patching:
 
 # -------------------------------------------------------------------------------------------- write
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, text)
 
 
 @dataclass

@@ -72,6 +72,7 @@ from jaxtyping import Float
 from interp_steer.chat import chat_tokens, pad_right, pad_token_id
 from interp_steer.data.schemas import MCQItem
 from interp_steer.errors import InterpSteerError
+from interp_steer.io import write_figure_atomic, write_text_atomic
 
 COMPONENTS: dict[str, str] = {
     "resid_pre": "blocks.{layer}.hook_resid_pre",
@@ -828,10 +829,7 @@ class PatchingResult:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def load_patching(output_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -1029,12 +1027,7 @@ def write_heatmap(result: PatchingResult, path: str | Path, *, max_items: int = 
         updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right", "y": 1.15}],
         height=max(450, 22 * len(y) + 200),
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
-    os.replace(tmp, path)
-    return path
+    return write_figure_atomic(fig, path)
 
 
 def _title(result: PatchingResult, view: str) -> str:
