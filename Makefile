@@ -27,7 +27,7 @@ browser:
 	  echo "note: no Chromium found or installable; the dashboard browser test will be skipped"
 
 test: lint browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=20
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"

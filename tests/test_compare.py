@@ -10,6 +10,7 @@ import torch
 
 from interp_steer import cli
 from interp_steer.data.loaders import load_culture
+from interp_steer.errors import InterpSteerError
 from interp_steer.evaluation.compare import (
     CompareConfig,
     choose_strength,
@@ -83,6 +84,35 @@ def test_compare_methods_on_tiny_model_writes_a_complete_table(tiny_model, tmp_p
     json.dumps(res)  # the result is plain JSON
 
 
+def test_compare_computes_the_preservation_baseline_once(tiny_model, monkeypatch):
+    from interp_steer.evaluation import preservation
+
+    calls = []
+    real = preservation.preservation_baseline
+    monkeypatch.setattr(preservation, "default_texts", lambda n, seed=0: ["Tea is served hot.", "Rain fell."][:n])
+    monkeypatch.setattr(preservation, "preservation_baseline", lambda *a, **k: calls.append(1) or real(*a, **k))
+    sae = make_sae("topk", tiny_model.cfg.d_model, 64, TINY_HOOK)
+    cfg = CompareConfig(countries=["egypt"], methods=["caa", "sas"], strengths=[1.0], preservation_texts=2,
+                        preservation_items=5, max_train_pairs=4, max_items=4)
+    res = compare_methods(tiny_model, sae, cfg)
+    assert len(calls) == 1
+    for row in res["countries"]["egypt"]["methods"].values():
+        pres = row["preservation"]
+        assert pres["n_texts"] == 2 and pres["n_items"] == 5
+        assert pres["perplexity_steered"] != pres["perplexity_unsteered"]
+
+
+def test_load_knowledge_max_items_is_evenly_spaced():
+    from interp_steer.evaluation.preservation import load_knowledge
+
+    full = load_knowledge()
+    some = load_knowledge(max_items=7)
+    assert len(some) == 7 and some[0] == full[0]
+    assert len({it.metadata["topic"] for it in some}) > 1
+    with pytest.raises(InterpSteerError, match="max_items"):
+        load_knowledge(max_items=0)
+
+
 def _run(capsys, *argv):
     try:
         code = cli.main(list(argv))
@@ -96,6 +126,8 @@ def _run(capsys, *argv):
     (("compare", "--methods", "magic"), "invalid choice"),
     (("evaluate", "--vector", "missing.safetensors"), "steering vector file not found"),
     (("evaluate",), "--vector"),
+    (("compare", "--preservation-items", "0"), "--preservation-items must be at least 1, got 0"),
+    (("compare", "--steps", "-3"), "--steps must be at least 1, got -3"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):
     code, _, err = _run(capsys, *argv)
@@ -107,7 +139,8 @@ def test_compare_command_end_to_end_on_the_embedded_model(monkeypatch, model, tm
     monkeypatch.setattr(cli, "_model", lambda args: model)
     out = tmp_path / "cmp"
     code, stdout, err = _run(capsys, "compare", "--country", "morocco", "--steps", "20", "--lineas-steps", "20",
-                             "--strengths", "1", "4", "--output-dir", str(out))
+                             "--strengths", "1", "4", "--max-items", "8", "--preservation-texts", "8", "--preservation-items", "16",
+                             "--output-dir", str(out))
     assert code == 0, err
     res = json.loads((out / "compare.json").read_text())
     rows = res["table"]
@@ -119,4 +152,5 @@ def test_compare_command_end_to_end_on_the_embedded_model(monkeypatch, model, tm
         assert row["sweep"][-1]["score_shift"] > 0.01, (method, row["sweep"][-1]["score_shift"])
         pres = row["preservation"]
         assert pres["perplexity_steered"] > 0 and pres["perplexity_unsteered"] > 0
+        assert pres["n_texts"] == 8 and pres["n_items"] == 16
     assert (out / "compare.html").stat().st_size > 100_000 and "| morocco | yapo |" in stdout

@@ -18,6 +18,15 @@ def _strengths(values: list[float] | None, default: list[float]) -> list[float]:
     return out
 
 
+def _check_counts(args: argparse.Namespace) -> None:
+    """Positive counts (before any model is loaded or vector trained)."""
+    for name in ("preservation_texts", "preservation_items", "steps", "lineas_steps", "batch_size",
+                 "max_train_pairs", "max_items", "limit"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise InterpSteerError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from interp_steer.cli import _load_vector_and_sae, _model, _write_json_atomic
     from interp_steer.evaluation.compare import behaviour_sweep, strength_sweep, write_sweep_html
@@ -25,6 +34,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not Path(args.vector).exists() and not Path(args.vector + ".safetensors").exists():
         raise InterpSteerError(f"steering vector file not found: {args.vector}")
     strengths = _strengths(args.strengths, [0.0, 0.5, 1.0, 2.0, 4.0])
+    _check_counts(args)
     if args.data != "culture" and not args.data.startswith(("bipo:", "mwe:")):
         raise InterpSteerError(f"--data {args.data!r}: expected culture, bipo:<behaviour> or mwe:<name>")
     out = Path(args.output_dir)
@@ -45,12 +55,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"vector": str(args.vector), "data": args.data, "split": args.split, "kind": kind,
                               "n_items": len(items), "strengths": strengths, "sweep": rows}
     if args.preservation:
-        from interp_steer.evaluation.preservation import default_texts, knowledge_preservation, load_knowledge
+        from interp_steer.evaluation.preservation import (
+            default_texts,
+            knowledge_preservation_sweep,
+            load_knowledge,
+        )
 
-        texts, mcq = default_texts(args.preservation_texts, seed=args.seed), load_knowledge()
-        result["preservation"] = {str(lam): knowledge_preservation(model, vector, lam, sae=sae, texts=texts,
-                                                                   mcq=mcq).to_dict()
-                                  for lam in strengths if lam != 0}
+        texts = default_texts(args.preservation_texts, seed=args.seed)
+        mcq = load_knowledge(max_items=args.preservation_items)
+        steered = [lam for lam in strengths if lam != 0]
+        reports = knowledge_preservation_sweep(model, vector, steered, sae, texts=texts, mcq=mcq, max_texts=None)
+        result["preservation"] = {str(lam): rep.to_dict() for lam, rep in zip(steered, reports, strict=True)}
     _write_json_atomic(out / "evaluation.json", result)
     write_sweep_html(rows, out / "evaluation.html", title=f"{Path(args.vector).name}: {args.data} ({args.split})")
     for r in rows:
@@ -84,8 +99,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         format_table,
         write_report_html,
     )
+    from interp_steer.io import write_text_atomic
     from interp_steer.saes import load_sae
 
+    _check_counts(args)
     known = sorted({row["country"] for row in read_culture_rows()})
     countries = args.country or ["morocco"]
     bad = [c for c in countries if c not in known]
@@ -96,7 +113,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                         strengths=_strengths(args.strengths, [0.5, 1.0, 2.0, 4.0]), layer=args.layer,
                         steps=args.steps, lineas_steps=args.lineas_steps, batch_size=args.batch_size,
                         preservation=not args.no_preservation, seed=args.seed, scoring=args.scoring,
-                        max_train_pairs=args.max_train_pairs, max_items=args.max_items)
+                        max_train_pairs=args.max_train_pairs, max_items=args.max_items,
+                        preservation_texts=args.preservation_texts, preservation_items=args.preservation_items)
     out = Path(args.output_dir)
     model = _model(args)
     sae = load_sae(path=args.sae, model=model) if args.sae else load_sae(model=model)
@@ -104,7 +122,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _write_json_atomic(out / "compare.json", result)
     write_report_html(result, out / "compare.html")
     table = format_table(result["table"])
-    (out / "compare.md").write_text(table + "\n")
+    write_text_atomic(out / "compare.md", table + "\n")
     print(table)
     print(f"wrote {out / 'compare.json'}, {out / 'compare.md'} and {out / 'compare.html'}")
     return 0
@@ -127,7 +145,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="at most this many items")
     p.add_argument("--preservation", action="store_true",
                    help="also measure knowledge preservation (perplexity, knowledge MCQ) at each strength")
-    p.add_argument("--preservation-texts", type=int, default=32)
+    p.add_argument("--preservation-texts", type=int, default=32, help="held-out corpus documents for perplexity")
+    p.add_argument("--preservation-items", type=int, default=None,
+                   help="knowledge-set questions, evenly spaced (default: all 63)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="runs/evaluate")
     p.set_defaults(func=cmd_evaluate)
@@ -147,6 +167,9 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--batch-size", type=int, default=4)
     c.add_argument("--scoring", choices=["loglik", "letter"], default="loglik")
     c.add_argument("--no-preservation", action="store_true", help="skip knowledge preservation")
+    c.add_argument("--preservation-texts", type=int, default=32, help="held-out corpus documents for perplexity")
+    c.add_argument("--preservation-items", type=int, default=None,
+                   help="knowledge-set questions, evenly spaced (default: all 63)")
     c.add_argument("--max-train-pairs", type=int, default=None, help="cap on training pairs (quick runs)")
     c.add_argument("--max-items", type=int, default=None, help="cap on questions per split (quick runs)")
     c.add_argument("--seed", type=int, default=0)

@@ -50,10 +50,10 @@ def render_document(text: str, tokenizer: Any | None) -> str:
 
 
 def _read_jsonl(path: Path, field: str) -> list[str]:
-    from interp_steer.data.loaders import _read_jsonl as read_rows
+    from interp_steer.data.jsonl import read_jsonl_rows
     from interp_steer.data.loaders import malformed_message
 
-    rows, problems = read_rows(path)
+    rows, problems = read_jsonl_rows(path)
     problems += [(n, f"no field {field!r} (fields: {sorted(row)})") for n, row in rows if field not in row]
     if problems:
         raise InterpSteerError(malformed_message(str(path), sorted(problems)))

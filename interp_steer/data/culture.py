@@ -15,7 +15,6 @@ carry no cue that gives the country away (:data:`FORBIDDEN_TERMS`).
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections import Counter
@@ -23,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from interp_steer.data.jsonl import read_jsonl_rows
 from interp_steer.errors import InterpSteerError
 
 CULTURE_FILE = Path(__file__).resolve().parent / "files" / "culture_mini.jsonl"
@@ -164,25 +164,15 @@ def culture_path(path: str | Path | None = None) -> Path:
 
 def _parse_lines(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str]]]:
     """``(line number, row)`` for every parseable line plus ``(line number, problem)`` per bad line."""
+    parsed, problems = read_jsonl_rows(path)
     rows: list[tuple[int, dict[str, Any]]] = []
-    problems: list[tuple[int, str]] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append((lineno, f"invalid JSON ({exc.msg})"))
-            continue
-        if not isinstance(row, dict):
-            problems.append((lineno, "not a JSON object"))
-            continue
+    for lineno, row in parsed:
         missing = [f for f in CULTURE_FIELDS if f not in row]
         if missing:
             problems.append((lineno, f"missing field(s) {missing}"))
-            continue
-        rows.append((lineno, row))
-    return rows, problems
+        else:
+            rows.append((lineno, row))
+    return rows, sorted(problems)
 
 
 def _shape_problems(lineno: int, row: dict[str, Any]) -> list[tuple[int, str]]:

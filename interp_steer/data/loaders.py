@@ -20,7 +20,6 @@ Local tables may be ``.jsonl`` / ``.jsonl.gz`` (one JSON object per line), ``.js
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import json
 import logging
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from interp_steer.data.culture import DCL_COUNTRIES, read_culture_rows
+from interp_steer.data.jsonl import Row, read_jsonl_rows
 from interp_steer.data.schemas import MCQItem, PreferenceExample
 from interp_steer.errors import InterpSteerError
 
@@ -47,7 +47,6 @@ _DCL_FORM_COLUMNS = {"mcq": ("prompt-mcq", "chosen-mcq"), "open_ended": ("prompt
 MCQ_INSTRUCTION = "Answer with the letter and the option."
 OPEN_ENDED_DISTRACTOR = "{option} is the usual choice."
 
-Row = tuple[int, dict[str, Any]]
 """A table row with its 1-based line (JSONL/CSV) or row (Parquet, JSON array, hub) number."""
 
 
@@ -86,26 +85,6 @@ def malformed_message(source: str, problems: list[tuple[int, str]], unit: str = 
     where = ", ".join(str(n) for n, _ in shown) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
     details = "; ".join(f"{unit} {n}: {msg}" for n, msg in shown)
     return f"{source}: {len(problems)} malformed row(s) at {unit}s {where}: {details}"
-
-
-def _read_jsonl(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows: list[Row] = []
-    bad: list[tuple[int, str]] = []
-    with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad.append((lineno, f"invalid JSON ({exc.msg})"))
-                continue
-            if isinstance(row, dict):
-                rows.append((lineno, row))
-            else:
-                bad.append((lineno, "not a JSON object"))
-    return rows, bad
 
 
 def _read_csv(path: Path) -> tuple[list[Row], list[tuple[int, str]], list[str]]:
@@ -156,7 +135,7 @@ def read_table(path: str | Path) -> Table:
     header: list[str] | None = None
     unit = "line"
     if name.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
-        rows, bad = _read_jsonl(path)
+        rows, bad = read_jsonl_rows(path)
     elif name.endswith(".csv"):
         rows, bad, header = _read_csv(path)
     elif name.endswith(".json"):

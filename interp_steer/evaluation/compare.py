@@ -93,6 +93,7 @@ class CompareConfig:
     scoring: str = "loglik"
     preservation: bool = True
     preservation_texts: int = 32
+    preservation_items: int | None = None  # knowledge-set questions (None: all 63)
     max_train_pairs: int | None = None  # caps for quick runs (None: the whole split)
     max_items: int | None = None
     seed: int = 0
@@ -201,17 +202,19 @@ def _items(country: str, split: str, cfg: CompareConfig) -> list[MCQItem]:
     return loc[:half] + non[:half]
 
 
-def _preservation_inputs(model: Any, cfg: CompareConfig) -> dict[str, Any]:
-    from interp_steer.evaluation.preservation import default_texts, load_knowledge
+def _preservation_inputs(model: Any, cfg: CompareConfig) -> Any:
+    """The unsteered perplexity and knowledge scores, computed once for every method."""
+    from interp_steer.evaluation.preservation import default_texts, load_knowledge, preservation_baseline
 
-    return {"texts": default_texts(cfg.preservation_texts, seed=cfg.seed), "mcq": load_knowledge()}
+    return preservation_baseline(model, texts=default_texts(cfg.preservation_texts, seed=cfg.seed),
+                                 mcq=load_knowledge(max_items=cfg.preservation_items), max_texts=None)
 
 
 def _preservation(model: Any, vector: SteeringVector, strength: float, sae: Any | None,
-                  inputs: dict[str, Any]) -> dict[str, Any]:
+                  baseline: Any) -> dict[str, Any]:
     from interp_steer.evaluation.preservation import knowledge_preservation
 
-    rep = knowledge_preservation(model, vector, strength, sae=sae, texts=inputs["texts"], mcq=inputs["mcq"])
+    rep = knowledge_preservation(model, vector, strength, sae=sae, baseline=baseline)
     return rep if isinstance(rep, dict) else asdict(rep)
 
 

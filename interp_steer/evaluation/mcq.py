@@ -73,19 +73,37 @@ def _starts_for(policy: str, instruction_end: list[int], response_start: list[in
     return torch.tensor(instruction_end if policy == "after_instruction" else response_start)
 
 
-@torch.no_grad()
-def _loglik_scores(model: Any, items: Sequence[MCQItem], vector: SteeringVector | None, strength: float,
-                   sae: Any | None, positions: str | None, batch_size: int, progress: bool) -> list[list[float]]:
-    tok = model.tokenizer
+def _option_sequences(tok: Any, items: Sequence[MCQItem]) -> list[list[tuple[list[int], int, int]]]:
+    """Per item, per option: (token ids up to the option's last own token, response start, instruction end)."""
     special = set(getattr(tok, "all_special_ids", []) or [])
-    seqs, owners = [], []
-    for i, item in enumerate(items):
-        for j, option in enumerate(item.options):
+    out = []
+    for item in items:
+        per_item = []
+        for option in item.options:
             ct = chat_tokens(tok, item.question, option)
             end = len(ct.ids)
             while end > ct.response_start + 1 and ct.ids[end - 1] in special:
                 end -= 1  # score the option's own tokens, not the end-of-turn marker
-            seqs.append((ct.ids[:end], ct.response_start, ct.instruction_end))
+            per_item.append((ct.ids[:end], ct.response_start, ct.instruction_end))
+        out.append(per_item)
+    return out
+
+
+def _mean_option_logp(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean log-prob of ``targets`` [n] under ``logits`` [n, vocab] (log-softmax only at these rows)."""
+    logp = torch.log_softmax(logits.float(), -1)
+    return float(logp.gather(-1, targets[:, None].to(logp.device)).mean())
+
+
+@torch.no_grad()
+def _loglik_scores(model: Any, items: Sequence[MCQItem], vector: SteeringVector | None, strength: float,
+                   sae: Any | None, positions: str | None, batch_size: int, progress: bool) -> list[list[float]]:
+    """One forward per option sequence (the reference path; see :func:`_loglik_scores_shared`)."""
+    tok = model.tokenizer
+    seqs, owners = [], []
+    for i, per_item in enumerate(_option_sequences(tok, items)):
+        for j, seq in enumerate(per_item):
+            seqs.append(seq)
             owners.append((i, j))
     # longest first keeps padding small
     order = sorted(range(len(seqs)), key=lambda k: -len(seqs[k][0]))
@@ -98,15 +116,86 @@ def _loglik_scores(model: Any, items: Sequence[MCQItem], vector: SteeringVector 
         starts = _starts_for(policy, [seqs[k][2] for k in idx], [seqs[k][1] for k in idx])
         with _steering(model, vector, strength, sae, positions, starts):
             logits = model(tokens.to(model.cfg.device))
-        targets = tokens.to(logits.device)
         for row, k in enumerate(idx):
             ids, rs, _ = seqs[k]
-            # log-softmax only where option tokens are predicted (not over the whole batch × vocabulary)
-            logp = torch.log_softmax(logits[row, rs - 1 : len(ids) - 1].float(), -1)
-            values[k] = float(logp.gather(-1, targets[row, rs : len(ids), None]).mean())
+            values[k] = _mean_option_logp(logits[row, rs - 1 : len(ids) - 1], tokens[row, rs : len(ids)])
     out = [[0.0] * len(it.options) for it in items]
     for k, (i, j) in enumerate(owners):
         out[i][j] = values[k]
+    return out
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != seqs[0][i] for s in seqs[1:]):
+            return i
+    return n
+
+
+@torch.no_grad()
+def _loglik_scores_shared(model: Any, items: Sequence[MCQItem], vector: SteeringVector | None, strength: float,
+                          sae: Any | None, positions: str | None, batch_size: int,
+                          progress: bool) -> list[list[float]]:
+    """Option log-likelihoods with each item's prompt computed once.
+
+    The tokens every option of an item shares (the chat-rendered question up to the assistant turn) run once,
+    left-padded, through the model into a frozen TransformerLens KV cache; the cache rows are repeated per
+    option and only the option tokens (plus the prompt's last token, whose logits predict the first option
+    token) run on top of it, right-padded. Equal to :func:`_loglik_scores` up to float rounding; the chunks
+    hold at most ``batch_size`` option sequences. Steering hooks see absolute positions through
+    :class:`~interp_steer.steering.interventions.StepState` (offset and left-padding-shifted starts).
+    """
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+    from interp_steer.chat import pad_left
+
+    tok = model.tokenizer
+    pad = pad_token_id(tok)
+    device = model.cfg.device
+    policy = positions or (vector.positions if vector is not None else "all")
+    per_item = _option_sequences(tok, items)
+    # prefix = the shared tokens except the last one (that one starts every option's continuation)
+    prefix_len = [min(_common_prefix([s[0] for s in opts]), min(s[1] for s in opts)) - 1 for opts in per_item]
+    order = sorted(range(len(items)), key=lambda i: -prefix_len[i])
+    chunks: list[list[int]] = [[]]
+    for i in order:
+        if chunks[-1] and sum(len(per_item[k]) for k in chunks[-1]) + len(per_item[i]) > batch_size:
+            chunks.append([])
+        chunks[-1].append(i)
+    out = [[0.0] * len(it.options) for it in items]
+    for chunk in tqdm(chunks, desc="MCQ", disable=not progress, leave=False):
+        prefixes = [per_item[i][0][0][: prefix_len[i]] for i in chunk]
+        p_tokens, p_mask = pad_left(prefixes, pad)
+        shift = [p_tokens.shape[1] - len(p) for p in prefixes]  # left padding per item
+        rows = [(i, c, j) for c, i in enumerate(chunk) for j in range(len(per_item[i]))]
+        conts = [per_item[i][j][0][prefix_len[i]:] for i, _, j in rows]
+        c_tokens, c_mask = pad_right(conts, pad)
+        cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, batch_size=len(chunk))
+        starts = _starts_for(policy, [per_item[i][0][2] + shift[c] for c, i in enumerate(chunk)],
+                             [per_item[i][0][1] + shift[c] for c, i in enumerate(chunk)])
+        with _steering(model, vector, strength, sae, positions, starts) as handle:
+            model(p_tokens.to(device), attention_mask=p_mask.to(device), past_kv_cache=cache, return_type=None)
+            pick = torch.tensor([c for _, c, _ in rows], device=p_tokens.device)
+            expanded = TransformerLensKeyValueCache(
+                entries=[TransformerLensKeyValueCacheEntry(e.past_keys.index_select(0, pick.to(e.past_keys.device)),
+                                                           e.past_values.index_select(0, pick.to(e.past_values.device)),
+                                                           frozen=True) for e in cache.entries],
+                previous_attention_mask=cache.previous_attention_mask.index_select(
+                    0, pick.to(cache.previous_attention_mask.device)),
+                frozen=True)
+            if handle is not None:
+                handle.state.offset = p_tokens.shape[1]
+                if handle.state.starts is not None:
+                    handle.state.starts = handle.state.starts.index_select(0, pick.to(handle.state.starts.device))
+            full_mask = c_mask.to(device)
+            logits = model(c_tokens.to(device), attention_mask=full_mask, past_kv_cache=expanded)
+        for row, (i, _, j) in enumerate(rows):
+            ids, rs, _ = per_item[i][j]
+            first = rs - 1 - prefix_len[i]  # continuation index whose logits predict the first option token
+            stop = len(ids) - 1 - prefix_len[i]
+            out[i][j] = _mean_option_logp(logits[row, first:stop], c_tokens[row, first + 1 : stop + 1])
     return out
 
 
@@ -149,12 +238,22 @@ def score_mcq(
     positions: str | None = None,
     batch_size: int = 16,
     progress: bool = False,
+    shared_prefix: bool = True,
 ) -> list[ItemScore]:
-    """Score every item (steered by ``vector`` at ``strength`` when given)."""
+    """Score every item (steered by ``vector`` at ``strength`` when given).
+
+    ``batch_size`` counts option sequences (``loglik``) or items (``letter``) per forward. With
+    ``shared_prefix`` (default) the ``loglik`` method computes each item's prompt once and only the option
+    tokens per option, through a KV cache; ``shared_prefix=False`` runs every option sequence in full (same
+    scores up to float rounding; kept as the reference and for the benchmark).
+    """
     if not items:
         raise InterpSteerError("no MCQ items to score")
+    if batch_size < 1:
+        raise InterpSteerError(f"batch_size must be at least 1, got {batch_size}")
     if method == "loglik":
-        scores = _loglik_scores(model, items, vector, strength, sae, positions, batch_size, progress)
+        fn = _loglik_scores_shared if shared_prefix else _loglik_scores
+        scores = fn(model, items, vector, strength, sae, positions, batch_size, progress)
     elif method == "letter":
         scores = _letter_scores(model, items, vector, strength, sae, positions, batch_size, progress)
     else:

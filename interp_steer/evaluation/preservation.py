@@ -26,7 +26,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from interp_steer.data.schemas import MCQItem
 from interp_steer.errors import InterpSteerError
@@ -34,24 +34,29 @@ from interp_steer.evaluation.mcq import ItemScore, score_mcq
 from interp_steer.evaluation.openended import PerplexityResult, _summarise, token_nll
 from interp_steer.steering.vector import SteeringVector
 
+T = TypeVar("T")
 KNOWLEDGE_PATH = Path(__file__).resolve().parents[1] / "data" / "files" / "knowledge_mini.jsonl"
 KNOWLEDGE_TOPICS = ("science", "general", "arithmetic", "language")
 _FIELDS = ("id", "topic", "question", "options", "answer")
 
 
-def load_knowledge(path: str | Path | None = None, *, topics: str | Sequence[str] | None = None) -> list[MCQItem]:
+def load_knowledge(path: str | Path | None = None, *, topics: str | Sequence[str] | None = None,
+                   max_items: int | None = None) -> list[MCQItem]:
     """The knowledge MCQ set as :class:`MCQItem` s (``country``/``localization_status`` are ``None``).
+
+    ``max_items``: that many items, evenly spaced through the file (so every topic keeps its share).
 
     Schema, one JSON object per line: ``id``, ``topic``, ``question``, ``options`` (list of ≥ 2 distinct
     strings), ``answer`` (0-based index of the correct option). ``metadata`` keeps ``id``, ``topic`` and
     ``source``. Malformed rows raise one error naming their line numbers.
     """
-    from interp_steer.data.loaders import _read_jsonl, malformed_message
+    from interp_steer.data.jsonl import read_jsonl_rows
+    from interp_steer.data.loaders import malformed_message
 
     file = Path(path) if path is not None else KNOWLEDGE_PATH
     if not file.is_file():
         raise InterpSteerError(f"knowledge set not found: {file}")
-    rows, problems = _read_jsonl(file)
+    rows, problems = read_jsonl_rows(file)
     for n, row in rows:
         missing = [f for f in _FIELDS if f not in row]
         if missing:
@@ -82,7 +87,9 @@ def load_knowledge(path: str | Path | None = None, *, topics: str | Sequence[str
     ]
     if not items:
         raise InterpSteerError(f"{file} has no questions")
-    return items
+    if max_items is not None and max_items < 1:
+        raise InterpSteerError(f"max_items must be at least 1, got {max_items}")
+    return _select(items, max_items)
 
 
 def knowledge_statements(items: Sequence[MCQItem]) -> list[str]:
@@ -90,8 +97,8 @@ def knowledge_statements(items: Sequence[MCQItem]) -> list[str]:
     return [f"{it.question} {it.options[it.answer].rstrip('.')}." for it in items]
 
 
-def _select(texts: list[str], n: int | None, seed: int | None = None) -> list[str]:
-    """``n`` texts: evenly spaced (``seed=None``) or a seeded random sample kept in file order."""
+def _select(texts: list[T], n: int | None, seed: int | None = None) -> list[T]:
+    """``n`` entries: evenly spaced (``seed=None``) or a seeded random sample kept in file order."""
     if n is None or n >= len(texts):
         return texts
     if seed is None:
