@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lrs", type=float, nargs="+", default=[5e-2], help="learning rates (each method)")
     p.add_argument("--methods", nargs="+", default=["yapo", "bipo"], choices=["yapo", "bipo"])
     p.add_argument("--threshold", type=float, default=0.1)
+    p.add_argument("--also", type=float, nargs="*", default=[0.6, 0.5, 0.3],
+                   help="further loss levels reported as steps-to-level (the ratio needs both methods to reach one)")
     p.add_argument("--window", type=int, default=10)
     p.add_argument("--max-pairs", type=int, default=None, help="cap on training pairs")
     p.add_argument("--seed", type=int, default=0)
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         diff = [k for k in same if earlier["settings"].get(k) != vars(args).get(k)]
         if diff:
             sys.exit(f"convergence: --include-runs was made with other settings: {', '.join(diff)}")
+        levels = sorted({args.threshold, *args.also}, reverse=True)
+        for r in earlier["runs"]:  # older files lack the per-level figures: recompute them from the losses
+            r["steps_to"] = {str(t): steps_to_threshold(r["losses"], t, args.window) for t in levels}
         runs.extend(earlier["runs"])
     for lr in args.lrs:
         for method in args.methods:
@@ -93,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             losses = [r["loss"] for r in res.history]
             reached = steps_to_threshold(losses, args.threshold, args.window)
             ev = res.evals[-1] if res.evals else {}
+            levels = sorted({args.threshold, *args.also}, reverse=True)
             run = {"method": method, "lr": lr, "steps": len(losses), "steps_to_threshold": reached,
+                   "steps_to": {str(t): steps_to_threshold(losses, t, args.window) for t in levels},
                    "final_loss_ma": moving_average(losses, args.window)[-1], "losses": losses,
                    "heldout": {k: ev.get(k) for k in ("pref_acc_plus", "pref_acc_minus", "loss_plus", "loss_minus")},
                    "seconds": round(time.perf_counter() - t0, 1)}
@@ -114,16 +121,30 @@ def main(argv: list[str] | None = None) -> int:
     ratio = None
     if all(summary.get(m, {}).get("steps_to_threshold") for m in ("yapo", "bipo")):
         ratio = summary["bipo"]["steps_to_threshold"] / summary["yapo"]["steps_to_threshold"]
+    ratios = _level_ratios(runs)
     result = {"settings": {k: v for k, v in vars(args).items()}, "hook": hook, "n_train": len(train),
-              "n_test": len(test), "runs": runs, "best": summary, "bipo_over_yapo_steps": ratio}
+              "n_test": len(test), "runs": runs, "best": summary, "bipo_over_yapo_steps": ratio,
+              "bipo_over_yapo_steps_by_level": ratios}
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".convergence.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, out / "convergence.json")
     _plot(runs, args, out / "convergence.html")
-    print(json.dumps({"best": summary, "bipo_over_yapo_steps": ratio}, indent=2))
+    print(json.dumps({"best": summary, "bipo_over_yapo_steps": ratio, "bipo_over_yapo_steps_by_level": ratios},
+                     indent=2))
     return 0
+
+
+def _level_ratios(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Per loss level: fewest steps any BiPO run needed over fewest any YaPO run needed (None: one never got there)."""
+    levels = sorted({lvl for r in runs for lvl in r.get("steps_to", {})}, key=float, reverse=True)
+    out: dict[str, float | None] = {}
+    for lvl in levels:
+        fewest = {m: min((r["steps_to"][lvl] for r in runs if r["method"] == m and r.get("steps_to", {}).get(lvl)),
+                         default=None) for m in ("bipo", "yapo")}
+        out[lvl] = fewest["bipo"] / fewest["yapo"] if fewest["bipo"] and fewest["yapo"] else None
+    return out
 
 
 def _plot(runs: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> None:

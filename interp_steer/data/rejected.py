@@ -116,24 +116,19 @@ def _read_output(path: Path) -> tuple[dict[str, dict[str, Any]], int | None]:
     if data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
         data = data[:cut]
+    from interp_steer.data.jsonl import parse_jsonl_lines
+
     rows: dict[str, dict[str, Any]] = {}
-    problems: list[tuple[int, str]] = []
-    for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append((lineno, f"invalid JSON ({exc.msg})"))
-            continue
-        if not isinstance(row, dict) or not all(k in row for k in ("id", "prompt", "rejected", "generation")):
+    parsed, problems = parse_jsonl_lines(data.decode("utf-8").split("\n"))
+    for lineno, row in parsed:
+        if not all(k in row for k in ("id", "prompt", "rejected", "generation")):
             problems.append((lineno, "not a prep-rejected row (id, prompt, rejected, generation)"))
         elif str(row["id"]) in rows:
             problems.append((lineno, f"id {row['id']!r} appears twice"))
         else:
             rows[str(row["id"])] = row
     if problems:
-        raise InterpSteerError(malformed_message(str(path), problems) + " (not a prep-rejected output file?)")
+        raise InterpSteerError(malformed_message(str(path), sorted(problems)) + " (not a prep-rejected output file?)")
     return rows, cut
 
 
