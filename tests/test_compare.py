@@ -102,6 +102,32 @@ def test_compare_computes_the_preservation_baseline_once(tiny_model, monkeypatch
         assert pres["perplexity_steered"] != pres["perplexity_unsteered"]
 
 
+def test_choose_strength_skips_strengths_the_fluency_guard_rejects():
+    rows = [dict(_row(1, 0.2, 0.1), fluent=True), dict(_row(4, 0.9, 0.8), fluent=False)]
+    assert choose_strength(rows) == 1
+    assert choose_strength([dict(r, fluent=False) for r in rows]) == 1  # nothing passes: the smallest |λ|
+
+
+def test_fluency_guard_marks_a_destructive_strength(tiny_model, monkeypatch):
+    from interp_steer.evaluation import preservation
+
+    docs = ["Tea is served hot after lunch.", "Rain fell on the old city.", "The market opens early.",
+            "Bread is baked at home.", "A long road runs south."]
+    monkeypatch.setattr(preservation, "default_texts", lambda n, seed=0: docs[seed:][:n])
+    sae = make_sae("topk", tiny_model.cfg.d_model, 64, TINY_HOOK)
+    cfg = CompareConfig(countries=["egypt"], methods=["sas"], strengths=[1.0, 400.0], max_ppl_ratio=1.5,
+                        guard_texts=2, preservation_texts=2, max_train_pairs=4, max_items=4)
+    res = compare_methods(tiny_model, sae, cfg)
+    guard = res["fluency_guard"]
+    assert guard["n_texts"] == 2 and guard["max_perplexity"] == pytest.approx(1.5 * guard["perplexity_unsteered"])
+    row = res["countries"]["egypt"]["methods"]["sas"]
+    by_strength = {r["strength"]: r for r in row["train_sweep"]}
+    assert by_strength[400.0]["fluent"] is False and by_strength[400.0]["guard_perplexity"] > guard["max_perplexity"]
+    assert by_strength[1.0]["fluent"] is True and row["strength"] == 1.0
+    with pytest.raises(InterpSteerError, match="max_ppl_ratio"):
+        compare_methods(tiny_model, sae, CompareConfig(countries=["egypt"], max_ppl_ratio=0.9))
+
+
 def test_load_knowledge_max_items_is_evenly_spaced():
     from interp_steer.evaluation.preservation import load_knowledge
 
@@ -128,6 +154,7 @@ def _run(capsys, *argv):
     (("evaluate",), "--vector"),
     (("compare", "--preservation-items", "0"), "--preservation-items must be at least 1, got 0"),
     (("compare", "--steps", "-3"), "--steps must be at least 1, got -3"),
+    (("compare", "--max-ppl-ratio", "0.8"), "--max-ppl-ratio must be above 1"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):
     code, _, err = _run(capsys, *argv)

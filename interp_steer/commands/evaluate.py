@@ -20,7 +20,10 @@ def _strengths(values: list[float] | None, default: list[float]) -> list[float]:
 
 def _check_counts(args: argparse.Namespace) -> None:
     """Positive counts (before any model is loaded or vector trained)."""
-    for name in ("preservation_texts", "preservation_items", "steps", "lineas_steps", "batch_size",
+    ratio = getattr(args, "max_ppl_ratio", None)
+    if ratio is not None and not ratio > 1:
+        raise InterpSteerError(f"--max-ppl-ratio must be above 1 (a perplexity ratio), got {ratio:g}")
+    for name in ("preservation_texts", "preservation_items", "guard_texts", "steps", "lineas_steps", "batch_size",
                  "max_train_pairs", "max_items", "limit"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
@@ -114,7 +117,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                         steps=args.steps, lineas_steps=args.lineas_steps, batch_size=args.batch_size,
                         preservation=not args.no_preservation, seed=args.seed, scoring=args.scoring,
                         max_train_pairs=args.max_train_pairs, max_items=args.max_items,
-                        preservation_texts=args.preservation_texts, preservation_items=args.preservation_items)
+                        preservation_texts=args.preservation_texts, preservation_items=args.preservation_items,
+                        max_ppl_ratio=args.max_ppl_ratio, guard_texts=args.guard_texts)
     out = Path(args.output_dir)
     model = _model(args)
     sae = load_sae(path=args.sae, model=model) if args.sae else load_sae(model=model)
@@ -170,6 +174,10 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--preservation-texts", type=int, default=32, help="held-out corpus documents for perplexity")
     c.add_argument("--preservation-items", type=int, default=None,
                    help="knowledge-set questions, evenly spaced (default: all 63)")
+    c.add_argument("--max-ppl-ratio", type=float, default=None,
+                   help="fluency guard: only strengths whose held-out perplexity stays within this factor of the "
+                        "unsteered one are eligible (e.g. 1.5; default: no guard)")
+    c.add_argument("--guard-texts", type=int, default=8, help="held-out documents for the fluency guard")
     c.add_argument("--max-train-pairs", type=int, default=None, help="cap on training pairs (quick runs)")
     c.add_argument("--max-items", type=int, default=None, help="cap on questions per split (quick runs)")
     c.add_argument("--seed", type=int, default=0)

@@ -7,7 +7,10 @@
   from that country's *training* split, choose each method's strength on the training questions (best RCA,
   then accuracy), and report the test questions at every strength and at the chosen one, next to the
   unsteered model. Knowledge preservation (perplexity on held-out general text and accuracy on a local
-  knowledge set, steered vs unsteered) is measured at each method's chosen strength.
+  knowledge set, steered vs unsteered) is measured at each method's chosen strength. With
+  ``CompareConfig.max_ppl_ratio`` (the fluency guard) only strengths that keep held-out perplexity within that
+  factor of the unsteered model's are eligible; the guard uses its own held-out documents, not the preservation
+  texts, so the reported Δppl stays an independent check.
 * :func:`write_report_html` – an offline plotly page: accuracy vs λ per method, and localized vs
   non-localized accuracy per country at the chosen strengths.
 
@@ -72,8 +75,15 @@ def _key(row: dict[str, Any]) -> tuple[float, float, float]:
 
 
 def choose_strength(rows: Sequence[dict[str, Any]]) -> float:
-    """The strength with the best RCA, then accuracy, then the smallest magnitude."""
-    return max(rows, key=_key)["strength"]
+    """The strength with the best RCA, then accuracy, then the smallest magnitude.
+
+    Rows marked ``"fluent": False`` (by the fluency guard, see :class:`CompareConfig`) are passed over; when
+    every row is marked so, the smallest magnitude is returned.
+    """
+    allowed = [r for r in rows if r.get("fluent", True)]
+    if not allowed:
+        return min((r["strength"] for r in rows), key=abs)
+    return max(allowed, key=_key)["strength"]
 
 
 @dataclass
@@ -94,6 +104,10 @@ class CompareConfig:
     preservation: bool = True
     preservation_texts: int = 32
     preservation_items: int | None = None  # knowledge-set questions (None: all 63)
+    # fluency guard: a strength is eligible only if held-out perplexity steered ≤ max_ppl_ratio × unsteered,
+    # measured on guard_texts held-out corpus documents disjoint from the preservation texts (None: no guard)
+    max_ppl_ratio: float | None = None
+    guard_texts: int = 8
     max_train_pairs: int | None = None  # caps for quick runs (None: the whole split)
     max_items: int | None = None
     seed: int = 0
@@ -156,7 +170,13 @@ def compare_methods(model: Any, sae: Any, config: CompareConfig | None = None, *
     if not strengths:
         raise InterpSteerError("give at least one non-zero strength")
     result: dict[str, Any] = {"config": asdict(cfg), "countries": {}}
+    if cfg.max_ppl_ratio is not None and cfg.max_ppl_ratio <= 1:
+        raise InterpSteerError(f"max_ppl_ratio must be above 1 (a perplexity ratio), got {cfg.max_ppl_ratio}")
     preservation_inputs = _preservation_inputs(model, cfg) if cfg.preservation else None
+    guard = _guard_inputs(model, cfg) if cfg.max_ppl_ratio is not None else None
+    if guard is not None and cfg.max_ppl_ratio is not None:
+        result["fluency_guard"] = {"n_texts": len(guard["texts"]), "perplexity_unsteered": guard["perplexity"],
+                                   "max_perplexity": cfg.max_ppl_ratio * guard["perplexity"]}
     for country in cfg.countries:
         train_items, test_items = _items(country, "train", cfg), _items(country, "test", cfg)
         baseline = strength_sweep(model, None, test_items, [0.0], method=cfg.scoring)[0]
@@ -169,10 +189,13 @@ def compare_methods(model: Any, sae: Any, config: CompareConfig | None = None, *
             vsae = sae if vector.kind == "sae" else None
             built = time.perf_counter() - t0
             train_sweep = strength_sweep(model, vector, train_items, strengths, sae=vsae, method=cfg.scoring)
+            if guard is not None:
+                _mark_fluency(model, vector, vsae, train_sweep, guard, cfg)
             chosen = choose_strength(train_sweep)
             test = strength_sweep(model, vector, test_items, strengths, sae=vsae, method=cfg.scoring)
             row: dict[str, Any] = {"strength": chosen, "sweep": test,
-                                   "train_sweep": [{"strength": r["strength"], "overall": r["overall"]}
+                                   "train_sweep": [{k: r[k] for k in ("strength", "overall", "fluent",
+                                                                                     "guard_perplexity") if k in r}
                                                    for r in train_sweep],
                                    "at_strength": next(r for r in test if r["strength"] == chosen),
                                    "seconds_build": round(built, 1), "seconds_total": 0.0,
@@ -208,6 +231,30 @@ def _preservation_inputs(model: Any, cfg: CompareConfig) -> Any:
 
     return preservation_baseline(model, texts=default_texts(cfg.preservation_texts, seed=cfg.seed),
                                  mcq=load_knowledge(max_items=cfg.preservation_items), max_texts=None)
+
+
+def _guard_inputs(model: Any, cfg: CompareConfig) -> dict[str, Any]:
+    """Held-out documents for the fluency guard (none of them among the preservation texts) and their
+    unsteered perplexity."""
+    from interp_steer.evaluation.preservation import default_texts, text_perplexity
+
+    taken = set(default_texts(cfg.preservation_texts, seed=cfg.seed)) if cfg.preservation else set()
+    pool = default_texts(cfg.guard_texts + len(taken), seed=cfg.seed + 1)
+    texts = [t for t in pool if t not in taken][: cfg.guard_texts]
+    if not texts:
+        raise InterpSteerError("no held-out documents are left for the fluency guard")
+    return {"texts": texts, "perplexity": text_perplexity(model, texts).perplexity}
+
+
+def _mark_fluency(model: Any, vector: SteeringVector, sae: Any | None, rows: list[dict[str, Any]],
+                  guard: dict[str, Any], cfg: CompareConfig) -> None:
+    from interp_steer.evaluation.preservation import text_perplexity
+
+    assert cfg.max_ppl_ratio is not None
+    for r in rows:
+        ppl = text_perplexity(model, guard["texts"], vector, r["strength"], sae=sae).perplexity
+        r["guard_perplexity"] = ppl
+        r["fluent"] = ppl <= cfg.max_ppl_ratio * guard["perplexity"]
 
 
 def _preservation(model: Any, vector: SteeringVector, strength: float, sae: Any | None,
