@@ -165,8 +165,9 @@ def test_cli_errors_are_one_line(capsys, argv, message):
 def test_compare_command_end_to_end_on_the_embedded_model(monkeypatch, model, tmp_path, capsys):
     monkeypatch.setattr(cli, "_model", lambda args: model)
     out = tmp_path / "cmp"
-    code, stdout, err = _run(capsys, "compare", "--country", "morocco", "--steps", "20", "--lineas-steps", "20",
-                             "--strengths", "1", "4", "--max-items", "8", "--preservation-texts", "8", "--preservation-items", "16",
+    code, stdout, err = _run(capsys, "compare", "--country", "morocco", "--steps", "10", "--lineas-steps", "10",
+                             "--strengths", "4", "--max-items", "8", "--preservation-texts", "8",
+                             "--preservation-items", "16", "--max-ppl-ratio", "1000", "--guard-texts", "4",
                              "--output-dir", str(out))
     assert code == 0, err
     res = json.loads((out / "compare.json").read_text())
@@ -180,4 +181,6 @@ def test_compare_command_end_to_end_on_the_embedded_model(monkeypatch, model, tm
         pres = row["preservation"]
         assert pres["perplexity_steered"] > 0 and pres["perplexity_unsteered"] > 0
         assert pres["n_texts"] == 8 and pres["n_items"] == 16
+        assert row["train_sweep"][0]["guard_perplexity"] > 0 and "fluent" in row["train_sweep"][0]
+    assert res["fluency_guard"]["n_texts"] == 4
     assert (out / "compare.html").stat().st_size > 100_000 and "| morocco | yapo |" in stdout

@@ -158,6 +158,8 @@ def _loglik_scores_shared(model: Any, items: Sequence[MCQItem], vector: Steering
     per_item = _option_sequences(tok, items)
     # prefix = the shared tokens except the last one (that one starts every option's continuation)
     prefix_len = [min(_common_prefix([s[0] for s in opts]), min(s[1] for s in opts)) - 1 for opts in per_item]
+    if min(prefix_len) < 1:  # nothing to share (no template, one-token prompt): score full sequences
+        return _loglik_scores(model, items, vector, strength, sae, positions, batch_size, progress)
     order = sorted(range(len(items)), key=lambda i: -prefix_len[i])
     chunks: list[list[int]] = [[]]
     for i in order:
