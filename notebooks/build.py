@@ -64,8 +64,10 @@ for e in att["top"][:5]:
           f"promotes {e.get('logit_lens', {}).get('promoted', [])[:4]}")"""),
     ("md", "## A self-contained feature dashboard (plotly inlined, opens offline)"),
     ("code", """from interp_steer.interpret.dashboard import build_dashboard
+from interp_steer.data.corpus import shared_corpus_path
 from interp_steer.interpret.latents import corpus_texts
-texts = corpus_texts(n=40)
+# held-out corpus documents when ../shared/data is beside the checkout, else the culture prompts themselves
+texts = corpus_texts(n=40) if shared_corpus_path() else [p.prompt for p in pairs + test_pairs][:40]
 sweep = {r["strength"]: r["overall"]["accuracy"] for r in rows["none"] + rows["yapo"]}
 dash = build_dashboard(model, sae, yapo.vector, texts, sweep=sweep, n_latents=4, strengths=[4.0], max_length=64)
 paths = dash.write(OUT / "dashboard")

@@ -101,6 +101,10 @@ def test_sweep_reuses_cache_and_plots(tiny_model, prompt_files, tmp_path):
 def test_real_model_steering_raises_target_text_likelihood(model, tmp_path):
     from interp_steer.data.registry import load_prompts
 
+    from .conftest import shared_data
+
+    shared_data("corpus", "mixed-text.jsonl.gz")  # the local:* keys are slices of the shared corpus
+
     target, baseline = "local:reviews", "local:news"
     cache = ActivationCache(tmp_path / "cache")
     vec = contrastive_vector(model, target, baseline, 12, n_samples=48, cache=cache)
