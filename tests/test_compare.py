@@ -166,7 +166,7 @@ def test_compare_command_end_to_end_on_the_embedded_model(monkeypatch, model, tm
     monkeypatch.setattr(cli, "_model", lambda args: model)
     out = tmp_path / "cmp"
     code, stdout, err = _run(capsys, "compare", "--country", "morocco", "--steps", "10", "--lineas-steps", "10",
-                             "--strengths", "4", "--max-items", "8", "--preservation-texts", "8",
+                             "--strengths", "4", "--max-items", "8", "--max-train-pairs", "16", "--preservation-texts", "8",
                              "--preservation-items", "16", "--max-ppl-ratio", "1000", "--guard-texts", "4",
                              "--output-dir", str(out))
     assert code == 0, err
