@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -58,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from interp_steer.data.specs import has_splits, load_pairs
+    from interp_steer.io import write_text_atomic
     from interp_steer.methods.preference import train_vector
     from interp_steer.models import load_model
     from interp_steer.saes import load_sae
@@ -126,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
               "n_test": len(test), "runs": runs, "best": summary, "bipo_over_yapo_steps": ratio,
               "bipo_over_yapo_steps_by_level": ratios}
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".convergence.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out / "convergence.json")
+    write_text_atomic(out / "convergence.json", json.dumps(result, indent=2))
     _plot(runs, args, out / "convergence.html")
     print(json.dumps({"best": summary, "bipo_over_yapo_steps": ratio, "bipo_over_yapo_steps_by_level": ratios},
                      indent=2))
@@ -150,6 +147,8 @@ def _level_ratios(runs: list[dict[str, Any]]) -> dict[str, float | None]:
 def _plot(runs: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> None:
     import plotly.graph_objects as go
 
+    from interp_steer.io import write_figure_atomic
+
     fig = go.Figure()
     for r in runs:
         fig.add_trace(go.Scatter(y=moving_average(r["losses"], args.window), mode="lines",
@@ -158,9 +157,7 @@ def _plot(runs: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> N
     fig.update_layout(title=f"YaPO vs BiPO training loss ({args.data}, layer {args.layer}, batch {args.batch_size}; "
                             f"moving average over {args.window} steps)", xaxis_title="step", yaxis_title="loss",
                       yaxis_type="log")
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
-    os.replace(tmp, path)
+    write_figure_atomic(fig, path)
 
 
 if __name__ == "__main__":

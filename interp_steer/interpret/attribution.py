@@ -780,10 +780,6 @@ def compare_vectors(vectors: Mapping[str, SteeringVector], sae: Any, *, k: int =
 # --------------------------------------------------------------------------------------------------- plots
 
 
-def _write_fig(fig: Any, path: str | os.PathLike[str]) -> Path:
-    return write_figure_atomic(fig, path)
-
-
 def write_compare_html(result: dict[str, Any], path: str | os.PathLike[str], *, title: str = "") -> Path:
     """Offline plotly heatmaps (plotly.js inlined) of the matrices of :func:`compare_vectors`."""
     import plotly.graph_objects as go
@@ -801,7 +797,7 @@ def write_compare_html(result: dict[str, Any], path: str | os.PathLike[str], *, 
                                  showscale=col == len(panels)), row=1, col=col)
         fig.update_yaxes(autorange="reversed", row=1, col=col)
     fig.update_layout(title=title or "steering vectors compared", height=450, width=420 * len(panels) + 80)
-    return _write_fig(fig, path)
+    return write_figure_atomic(fig, path)
 
 
 def write_attribution_html(report: dict[str, Any], path: str | os.PathLike[str], *, title: str = "") -> Path:
@@ -837,7 +833,7 @@ def write_attribution_html(report: dict[str, Any], path: str | os.PathLike[str],
         fig.update_xaxes(title_text="grad × Δ", row=1, col=3)
         fig.update_yaxes(title_text="ablation effect", row=1, col=3)
     fig.update_layout(title=title or "steering vector attribution", height=480, width=1500)
-    return _write_fig(fig, path)
+    return write_figure_atomic(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------- explain

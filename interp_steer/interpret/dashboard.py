@@ -471,10 +471,6 @@ def render_html(features: dict[str, Any], *, sweep: Any | None = None, patching:
 
 
 # -------------------------------------------------------------------------------------------- write
-def _write_atomic(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
-
-
 @dataclass
 class Dashboard:
     features: dict[str, Any]
@@ -484,8 +480,8 @@ class Dashboard:
         """Write ``dashboard.html`` and ``features.json`` (each atomically) into ``output_dir``."""
         out = Path(output_dir)
         html_path, json_path = out / "dashboard.html", out / "features.json"
-        _write_atomic(json_path, json.dumps(self.features, indent=2, ensure_ascii=False))
-        _write_atomic(html_path, self.html)
+        write_text_atomic(json_path, json.dumps(self.features, indent=2, ensure_ascii=False))
+        write_text_atomic(html_path, self.html)
         return html_path, json_path
 
 

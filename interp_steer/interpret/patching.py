@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,7 +71,7 @@ from jaxtyping import Float
 from interp_steer.chat import chat_tokens, pad_right, pad_token_id
 from interp_steer.data.schemas import MCQItem
 from interp_steer.errors import InterpSteerError
-from interp_steer.io import write_figure_atomic, write_text_atomic
+from interp_steer.io import save_safetensors_atomic, write_figure_atomic, write_text_atomic
 
 COMPONENTS: dict[str, str] = {
     "resid_pre": "blocks.{layer}.hook_resid_pre",
@@ -812,24 +811,15 @@ class PatchingResult:
 
     def save(self, output_dir: str | Path, *, html: bool = True) -> dict[str, Path]:
         """Write ``patching.safetensors``, ``patching.json`` and (``html``) ``heatmap.html``, each atomically."""
-        from safetensors.torch import save_file
-
         out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        meta = self.to_json()
         paths = {"safetensors": out / "patching.safetensors", "json": out / "patching.json"}
-        tmp = paths["safetensors"].with_name(f".patching.safetensors.tmp-{os.getpid()}")
-        save_file(self.tensors(), str(tmp), metadata={"format": FORMAT, "component": self.component})
-        os.replace(tmp, paths["safetensors"])
-        _write_atomic(paths["json"], json.dumps(meta, indent=2, ensure_ascii=False))
+        save_safetensors_atomic(self.tensors(), paths["safetensors"],
+                                metadata={"format": FORMAT, "component": self.component})
+        write_text_atomic(paths["json"], json.dumps(self.to_json(), indent=2, ensure_ascii=False))
         if html:
             paths["html"] = out / "heatmap.html"
             write_heatmap(self, paths["html"])
         return paths
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
 
 
 def load_patching(output_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

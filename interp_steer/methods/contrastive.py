@@ -26,6 +26,7 @@ from jaxtyping import Float
 
 from interp_steer.chat import chat_tokens
 from interp_steer.errors import InterpSteerError
+from interp_steer.io import save_safetensors_atomic, write_text_atomic
 from interp_steer.methods.activations import collect_activations
 from interp_steer.models import model_fingerprint
 from interp_steer.steering.vector import SteeringVector
@@ -72,7 +73,6 @@ class ActivationCache:
             batch_size: int = 8, progress: bool = False, max_prompt_tokens: int | None = 256) -> DatasetActivations:
         """Activations of ``key`` (prompts longer than ``max_prompt_tokens`` tokens keep their first ones)."""
         from safetensors import safe_open
-        from safetensors.torch import save_file
 
         from interp_steer.data.registry import dataset_fingerprint, load_prompts
 
@@ -105,11 +105,8 @@ class ActivationCache:
                 "token_policy": policy, "max_prompt_tokens": max_prompt_tokens, "model": fp,
                 "dataset_fingerprint": ds_fp,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        save_file({"means": means.contiguous(), "mean_norms": norms.contiguous()}, str(tmp),
-                  metadata={"interp_steer": json.dumps(meta)})
-        os.replace(tmp, path)
+        save_safetensors_atomic({"means": means.contiguous(), "mean_norms": norms.contiguous()}, path,
+                                metadata={"interp_steer": json.dumps(meta)})
         return DatasetActivations(key, means, norms, len(prompts), ds_fp, False)
 
 
@@ -177,11 +174,7 @@ def run_contrastive(model: Any, target: str, baseline: str, layer: int, scale: f
         },
         "results": [{"prompt": p, "baseline": b, "steered": s} for p, b, s in zip(prompts, base, steered, strict=True)],
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    out = folder / "results.json"
-    tmp = folder / f".results.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False))
-    os.replace(tmp, out)
+    out = write_text_atomic(folder / "results.json", json.dumps(result, indent=2, ensure_ascii=False))
     vector.save(folder / "vector")
     return out
 

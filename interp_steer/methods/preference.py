@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,6 +35,7 @@ from tqdm.auto import tqdm
 from interp_steer.chat import chat_tokens, pad_right, pad_token_id
 from interp_steer.data.schemas import PreferenceExample
 from interp_steer.errors import InterpSteerError
+from interp_steer.io import save_safetensors_atomic, write_figure_atomic
 from interp_steer.methods.activations import hook_layer
 from interp_steer.models import model_fingerprint
 from interp_steer.steering.interventions import (
@@ -353,18 +353,13 @@ def evaluate_pairs(model: Any, data: PreparedPairs, intervention: Intervention, 
 
 def _save_checkpoint(path: Path, v: torch.Tensor, opt: torch.optim.Optimizer, step: int, epoch: int,
                      order: list[int], cfg: PreferenceConfig) -> None:
-    from safetensors.torch import save_file
-
     state = opt.state[opt.param_groups[0]["params"][0]]
     tensors = {"v": v.detach().cpu().contiguous()}
     if state:
         tensors.update(exp_avg=state["exp_avg"].cpu().contiguous(), exp_avg_sq=state["exp_avg_sq"].cpu().contiguous())
     meta = {"step": step, "epoch": epoch, "order": order, "adam_step": float(state["step"]) if state else 0.0,
             "config": asdict(cfg), "torch_rng": torch.get_rng_state().tolist()}
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / f".ckpt.tmp-{os.getpid()}"
-    save_file(tensors, str(tmp), metadata={"interp_steer_ckpt": json.dumps(meta)})
-    os.replace(tmp, path / "checkpoint.safetensors")
+    save_safetensors_atomic(tensors, path / "checkpoint.safetensors", metadata={"interp_steer_ckpt": json.dumps(meta)})
 
 
 def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
@@ -603,7 +598,4 @@ def write_curves(history: list[dict[str, Any]], evals: list[dict[str, Any]], pat
             fig.add_trace(go.Scatter(x=es, y=[e[f"pref_acc_{sign}"] for e in evals], mode="lines+markers",
                                      name=f"eval acc {sign}"), row=1, col=2)
     fig.update_layout(title=title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
-    os.replace(tmp, path)
+    write_figure_atomic(fig, path)
