@@ -13,6 +13,7 @@ user turn instead of inventing a prefix. Tokenizers without a chat template fall
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +131,26 @@ def chat_tokens(
     if not response_ids:
         raise InterpSteerError("response renders to zero tokens")
     return ChatTokens(prompt_ids + response_ids, instruction_end, len(prompt_ids), prompt_text + tail)
+
+
+def scored_option(tokenizer: Any, question: str, option: str) -> tuple[list[int], int, int]:
+    """``question`` answered with ``option``, cut after the option's own last token: the tokens that MCQ
+    log-likelihood scoring scores. Returns ``(ids, response_start, instruction_end)``; trailing end-of-turn /
+    special tokens are dropped, at least one response token is kept."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    ct = chat_tokens(tokenizer, question, option)
+    end = len(ct.ids)
+    while end > ct.response_start + 1 and ct.ids[end - 1] in special:
+        end -= 1
+    return ct.ids[:end], ct.response_start, ct.instruction_end
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def pad_left(

@@ -327,3 +327,20 @@ def model_fingerprint(model: Any) -> ModelFingerprint:
     )
     _FINGERPRINTS[model] = fp
     return fp
+
+
+def kv_cache(entries: list[tuple[torch.Tensor, torch.Tensor]], *, frozen: bool,
+             mask: torch.Tensor | None = None) -> Any:
+    """A TransformerLens key/value cache from per-layer ``(keys, values)`` ``[rows, pos, kv_heads, d_head]``.
+
+    ``mask`` [rows, pos]: which cached positions are real tokens (default: all). A ``frozen`` cache is read,
+    never extended, so one prefix can serve several continuations.
+    """
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+    if mask is None:
+        rows, pos = entries[0][0].shape[:2]
+        mask = torch.ones((rows, pos), dtype=torch.int, device=entries[0][0].device)
+    return TransformerLensKeyValueCache([TransformerLensKeyValueCacheEntry(k, v, frozen) for k, v in entries],
+                                        mask, frozen=frozen)

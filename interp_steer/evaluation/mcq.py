@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from interp_steer.chat import chat_tokens, pad_right, pad_token_id
+from interp_steer.chat import chat_tokens, common_prefix, pad_left, pad_right, pad_token_id, scored_option
 from interp_steer.data.schemas import MCQItem
 from interp_steer.errors import InterpSteerError
 from interp_steer.steering.interventions import steer
@@ -74,19 +74,9 @@ def _starts_for(policy: str, instruction_end: list[int], response_start: list[in
 
 
 def _option_sequences(tok: Any, items: Sequence[MCQItem]) -> list[list[tuple[list[int], int, int]]]:
-    """Per item, per option: (token ids up to the option's last own token, response start, instruction end)."""
-    special = set(getattr(tok, "all_special_ids", []) or [])
-    out = []
-    for item in items:
-        per_item = []
-        for option in item.options:
-            ct = chat_tokens(tok, item.question, option)
-            end = len(ct.ids)
-            while end > ct.response_start + 1 and ct.ids[end - 1] in special:
-                end -= 1  # score the option's own tokens, not the end-of-turn marker
-            per_item.append((ct.ids[:end], ct.response_start, ct.instruction_end))
-        out.append(per_item)
-    return out
+    """Per item, per option: :func:`~interp_steer.chat.scored_option` (the option's own tokens, not the
+    end-of-turn marker, are scored)."""
+    return [[scored_option(tok, item.question, option) for option in item.options] for item in items]
 
 
 def _mean_option_logp(logits: torch.Tensor, targets: torch.Tensor) -> float:
@@ -125,14 +115,6 @@ def _loglik_scores(model: Any, items: Sequence[MCQItem], vector: SteeringVector 
     return out
 
 
-def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    n = min(len(s) for s in seqs)
-    for i in range(n):
-        if any(s[i] != seqs[0][i] for s in seqs[1:]):
-            return i
-    return n
-
-
 @torch.no_grad()
 def _loglik_scores_shared(model: Any, items: Sequence[MCQItem], vector: SteeringVector | None, strength: float,
                           sae: Any | None, positions: str | None, batch_size: int,
@@ -147,9 +129,8 @@ def _loglik_scores_shared(model: Any, items: Sequence[MCQItem], vector: Steering
     :class:`~interp_steer.steering.interventions.StepState` (offset and left-padding-shifted starts).
     """
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
-    from interp_steer.chat import pad_left
+    from interp_steer.models import kv_cache
 
     tok = model.tokenizer
     pad = pad_token_id(tok)
@@ -157,7 +138,8 @@ def _loglik_scores_shared(model: Any, items: Sequence[MCQItem], vector: Steering
     policy = positions or (vector.positions if vector is not None else "all")
     per_item = _option_sequences(tok, items)
     # prefix = the shared tokens except the last one (that one starts every option's continuation)
-    prefix_len = [min(_common_prefix([s[0] for s in opts]), min(s[1] for s in opts)) - 1 for opts in per_item]
+    prefix_len = [min(min(common_prefix(opts[0][0], s[0]) for s in opts), min(s[1] for s in opts)) - 1
+                  for opts in per_item]
     if min(prefix_len) < 1:  # nothing to share (no template, one-token prompt): score full sequences
         return _loglik_scores(model, items, vector, strength, sae, positions, batch_size, progress)
     order = sorted(range(len(items)), key=lambda i: -prefix_len[i])
@@ -180,19 +162,16 @@ def _loglik_scores_shared(model: Any, items: Sequence[MCQItem], vector: Steering
         with _steering(model, vector, strength, sae, positions, starts) as handle:
             model(p_tokens.to(device), attention_mask=p_mask.to(device), past_kv_cache=cache, return_type=None)
             pick = torch.tensor([c for _, c, _ in rows], device=p_tokens.device)
-            expanded = TransformerLensKeyValueCache(
-                entries=[TransformerLensKeyValueCacheEntry(e.past_keys.index_select(0, pick.to(e.past_keys.device)),
-                                                           e.past_values.index_select(0, pick.to(e.past_values.device)),
-                                                           frozen=True) for e in cache.entries],
-                previous_attention_mask=cache.previous_attention_mask.index_select(
-                    0, pick.to(cache.previous_attention_mask.device)),
-                frozen=True)
+            expanded = kv_cache([(e.past_keys.index_select(0, pick.to(e.past_keys.device)),
+                                  e.past_values.index_select(0, pick.to(e.past_values.device))) for e in cache.entries],
+                                frozen=True,
+                                mask=cache.previous_attention_mask.index_select(
+                                    0, pick.to(cache.previous_attention_mask.device)))
             if handle is not None:
                 handle.state.offset = p_tokens.shape[1]
                 if handle.state.starts is not None:
                     handle.state.starts = handle.state.starts.index_select(0, pick.to(handle.state.starts.device))
-            full_mask = c_mask.to(device)
-            logits = model(c_tokens.to(device), attention_mask=full_mask, past_kv_cache=expanded)
+            logits = model(c_tokens.to(device), attention_mask=c_mask.to(device), past_kv_cache=expanded)
         for row, (i, _, j) in enumerate(rows):
             ids, rs, _ = per_item[i][j]
             first = rs - 1 - prefix_len[i]  # continuation index whose logits predict the first option token

@@ -68,10 +68,11 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
-from interp_steer.chat import chat_tokens, pad_right, pad_token_id
+from interp_steer.chat import chat_tokens, common_prefix, pad_right, pad_token_id, scored_option
 from interp_steer.data.schemas import MCQItem
 from interp_steer.errors import InterpSteerError
 from interp_steer.io import save_safetensors_atomic, write_figure_atomic, write_text_atomic
+from interp_steer.models import kv_cache
 
 COMPONENTS: dict[str, str] = {
     "resid_pre": "blocks.{layer}.hook_resid_pre",
@@ -193,13 +194,6 @@ def all_sites(pair: PatchPair, score: str = "option") -> list[tuple[int, int]]:
     return pair.aligned(pair.prefix_len) + (pair.option_sites() if score == "option" else [])
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
 def _common_suffix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
     n = 0
     while n < limit and a[-1 - n] == b[-1 - n]:
@@ -209,12 +203,8 @@ def _common_suffix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
 
 def _option_ids(tokenizer: Any, question: str, option: str) -> list[int]:
     """The option's answer tokens as ``score_mcq`` scores them (trailing end-of-turn/special tokens cut)."""
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    ids = chat_tokens(tokenizer, question, option).response_ids
-    end = len(ids)
-    while end > 1 and ids[end - 1] in special:
-        end -= 1
-    return list(ids[:end])
+    ids, response_start, _ = scored_option(tokenizer, question, option)
+    return ids[response_start:]
 
 
 def make_pair(tokenizer: Any, localized: MCQItem, nonlocalized: MCQItem, *, max_cue_tokens: int = 4,
@@ -233,7 +223,7 @@ def make_pair(tokenizer: Any, localized: MCQItem, nonlocalized: MCQItem, *, max_
     x, y = clean.ids, corrupt.ids
     if x == y:
         raise InterpSteerError("the localized and non-localized prompts are identical")
-    p = _common_prefix(x, y)
+    p = common_prefix(x, y)
     s = _common_suffix(x, y, min(len(x), len(y)) - p)
     if p == 0:
         raise InterpSteerError("the two prompts share no prefix token (no chat template?)")
@@ -447,17 +437,6 @@ def _unembed(model: Any, resid: torch.Tensor, w_u: torch.Tensor | None = None) -
     return apply_softcap(F.linear(x, w, model.unembed.b_U), model.cfg.output_logits_soft_cap)
 
 
-def _kv_cache(entries: list[tuple[torch.Tensor, torch.Tensor]], frozen: bool) -> Any:
-    """A TransformerLens key/value cache from per-layer ``(keys, values)`` ``[rows, pos, kv_heads, d_head]``."""
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
-
-    rows, pos = entries[0][0].shape[:2]
-    mask = torch.ones((rows, pos), dtype=torch.int, device=entries[0][0].device)
-    return TransformerLensKeyValueCache([TransformerLensKeyValueCacheEntry(k, v, frozen) for k, v in entries],
-                                        mask, frozen=frozen)
-
-
 class _PrefixRunner:
     """Runs suffixes of one prompt prefix with the prefix's keys/values cached (shared by all rows)."""
 
@@ -476,8 +455,8 @@ class _PrefixRunner:
 
     def cache(self, rows: int, frozen: bool = True) -> Any:
         """The prefix cache for ``rows`` rows; a non-frozen one collects the keys/values of what runs next."""
-        return _kv_cache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self.entries],
-                         frozen)
+        return kv_cache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self.entries],
+                        frozen=frozen)
 
     def run(self, resid: torch.Tensor, start_at_layer: int, fwd_hooks: list | None = None,
             cache: Any | None = None) -> torch.Tensor:
@@ -613,7 +592,7 @@ def _patched_metrics(model: Any, prep: _Prepared, pair: PatchPair, layer: int, n
                for i, e in enumerate(cache_a.entries)]  # layers before `layer` are never read
     hook_b = _set_sites(jobs, k, clean_act, n_prompt, n_prompt + width - 1, p)
     resid_b = start[:, n_prompt - p : n_prompt - p + width - 1].repeat(n_jobs, 1, 1)  # option tokens but the last
-    out_b = prep.runner.run(resid_b, layer, [(name, hook_b)], _kv_cache(entries, frozen=True))
+    out_b = prep.runner.run(resid_b, layer, [(name, hook_b)], kv_cache(entries, frozen=True))
     logits = torch.cat([first.repeat_interleave(k, 0), prep.runner.unembed(out_b)], dim=1)  # [jobs·options, width]
     return _metric_from_window(logits, pair, score, reduce)
 
