@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 Row = tuple[int, dict[str, Any]]
+"""A table row with its 1-based line (JSONL/CSV) or row (Parquet, JSON array, hub) number."""
 
 
 def parse_jsonl_lines(lines: Iterable[str]) -> tuple[list[Row], list[tuple[int, str]]]:

@@ -47,8 +47,6 @@ _DCL_FORM_COLUMNS = {"mcq": ("prompt-mcq", "chosen-mcq"), "open_ended": ("prompt
 MCQ_INSTRUCTION = "Answer with the letter and the option."
 OPEN_ENDED_DISTRACTOR = "{option} is the usual choice."
 
-"""A table row with its 1-based line (JSONL/CSV) or row (Parquet, JSON array, hub) number."""
-
 
 # ------------------------------------------------------------------------------------------------ tables
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from interp_steer.data.jsonl import parse_jsonl_lines
 from interp_steer.data.loaders import (
     DCL_COLUMNS,
     FORMS,
@@ -116,8 +117,6 @@ def _read_output(path: Path) -> tuple[dict[str, dict[str, Any]], int | None]:
     if data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
         data = data[:cut]
-    from interp_steer.data.jsonl import parse_jsonl_lines
-
     rows: dict[str, dict[str, Any]] = {}
     parsed, problems = parse_jsonl_lines(data.decode("utf-8").split("\n"))
     for lineno, row in parsed:

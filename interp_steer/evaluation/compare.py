@@ -173,10 +173,10 @@ def compare_methods(model: Any, sae: Any, config: CompareConfig | None = None, *
     if cfg.max_ppl_ratio is not None and cfg.max_ppl_ratio <= 1:
         raise InterpSteerError(f"max_ppl_ratio must be above 1 (a perplexity ratio), got {cfg.max_ppl_ratio}")
     preservation_inputs = _preservation_inputs(model, cfg) if cfg.preservation else None
-    guard = _guard_inputs(model, cfg) if cfg.max_ppl_ratio is not None else None
-    if guard is not None and cfg.max_ppl_ratio is not None:
-        result["fluency_guard"] = {"n_texts": len(guard["texts"]), "perplexity_unsteered": guard["perplexity"],
-                                   "max_perplexity": cfg.max_ppl_ratio * guard["perplexity"]}
+    guard = None
+    if cfg.max_ppl_ratio is not None:
+        guard = _guard_inputs(model, cfg, cfg.max_ppl_ratio, preservation_inputs.texts if preservation_inputs else [])
+        result["fluency_guard"] = {"n_texts": len(guard["texts"]), **{k: v for k, v in guard.items() if k != "texts"}}
     for country in cfg.countries:
         train_items, test_items = _items(country, "train", cfg), _items(country, "test", cfg)
         baseline = strength_sweep(model, None, test_items, [0.0], method=cfg.scoring)[0]
@@ -190,7 +190,7 @@ def compare_methods(model: Any, sae: Any, config: CompareConfig | None = None, *
             built = time.perf_counter() - t0
             train_sweep = strength_sweep(model, vector, train_items, strengths, sae=vsae, method=cfg.scoring)
             if guard is not None:
-                _mark_fluency(model, vector, vsae, train_sweep, guard, cfg)
+                _mark_fluency(model, vector, vsae, train_sweep, guard)
             chosen = choose_strength(train_sweep)
             test = strength_sweep(model, vector, test_items, strengths, sae=vsae, method=cfg.scoring)
             row: dict[str, Any] = {"strength": chosen, "sweep": test,
@@ -233,36 +233,35 @@ def _preservation_inputs(model: Any, cfg: CompareConfig) -> Any:
                                  mcq=load_knowledge(max_items=cfg.preservation_items), max_texts=None)
 
 
-def _guard_inputs(model: Any, cfg: CompareConfig) -> dict[str, Any]:
-    """Held-out documents for the fluency guard (none of them among the preservation texts) and their
-    unsteered perplexity."""
+def _guard_inputs(model: Any, cfg: CompareConfig, ratio: float, taken: Sequence[str]) -> dict[str, Any]:
+    """Held-out documents for the fluency guard (none of them among ``taken``, the preservation texts), their
+    unsteered perplexity and the largest perplexity a strength may reach (``ratio`` times that)."""
     from interp_steer.evaluation.preservation import default_texts, text_perplexity
 
-    taken = set(default_texts(cfg.preservation_texts, seed=cfg.seed)) if cfg.preservation else set()
-    pool = default_texts(cfg.guard_texts + len(taken), seed=cfg.seed + 1)
-    texts = [t for t in pool if t not in taken][: cfg.guard_texts]
+    exclude = set(taken)
+    pool = default_texts(cfg.guard_texts + len(exclude), seed=cfg.seed + 1)
+    texts = [t for t in pool if t not in exclude][: cfg.guard_texts]
     if not texts:
         raise InterpSteerError("no held-out documents are left for the fluency guard")
-    return {"texts": texts, "perplexity": text_perplexity(model, texts).perplexity}
+    ppl = text_perplexity(model, texts).perplexity
+    return {"texts": texts, "perplexity_unsteered": ppl, "max_perplexity": ratio * ppl}
 
 
 def _mark_fluency(model: Any, vector: SteeringVector, sae: Any | None, rows: list[dict[str, Any]],
-                  guard: dict[str, Any], cfg: CompareConfig) -> None:
+                  guard: dict[str, Any]) -> None:
     from interp_steer.evaluation.preservation import text_perplexity
 
-    assert cfg.max_ppl_ratio is not None
     for r in rows:
         ppl = text_perplexity(model, guard["texts"], vector, r["strength"], sae=sae).perplexity
         r["guard_perplexity"] = ppl
-        r["fluent"] = ppl <= cfg.max_ppl_ratio * guard["perplexity"]
+        r["fluent"] = ppl <= guard["max_perplexity"]
 
 
 def _preservation(model: Any, vector: SteeringVector, strength: float, sae: Any | None,
                   baseline: Any) -> dict[str, Any]:
     from interp_steer.evaluation.preservation import knowledge_preservation
 
-    rep = knowledge_preservation(model, vector, strength, sae=sae, baseline=baseline)
-    return rep if isinstance(rep, dict) else asdict(rep)
+    return knowledge_preservation(model, vector, strength, sae=sae, baseline=baseline).to_dict()
 
 
 def summary_table(result: dict[str, Any]) -> list[dict[str, Any]]:
