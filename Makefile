@@ -15,7 +15,7 @@ demo: setup
 	$(VENV)/bin/interp-steer demo --output-dir runs/demo
 
 lint: setup
-	$(VENV)/bin/ruff check interp_steer tests benchmarks analyses notebooks/build.py
+	$(VENV)/bin/ruff check interp_steer tests benchmarks analyses scripts notebooks/build.py
 	$(VENV)/bin/mypy interp_steer
 
 # headless Chromium for the dashboard's browser test: installed when missing and apt-get is usable as root

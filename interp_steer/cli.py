@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -112,6 +113,9 @@ def _finalize_sae(model: Any, tmp_out: Path, out: Path, held_docs: list[str], co
     sae = load_sae(path=tmp_out, model=model)
     # measured on the weights as stored (fp16 when --fp16)
     meta["quality_heldout"] = sae_quality(model, sae, held_docs, max_tokens=args.quality_tokens).to_dict()
+    from interp_steer.saes import sae_content_hash
+
+    meta["content_hash"] = sae_content_hash(sae)  # the weights the quality figures were measured on
     meta_path.write_text(json.dumps(meta, indent=2))
     (tmp_out / "sparsity.safetensors").unlink(missing_ok=True)
     if (tmp_out / "checkpoints").is_dir() and not args.keep_checkpoints:
@@ -198,15 +202,49 @@ def _load_vector_and_sae(args: argparse.Namespace, model: Any):
     return vector, sae
 
 
+def _strength_arg(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"the strength must be a finite number, got {text!r}")
+    return value
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
+    from interp_steer.evaluation.calibration import calibrate_strength, fluency_check
     from interp_steer.generation import generate
 
     prompts = _read_prompts(args)
     if args.vector and not Path(args.vector).exists() and not Path(args.vector + ".safetensors").exists():
         raise InterpSteerError(f"steering vector file not found: {args.vector}")
+    if not (math.isfinite(args.max_ppl_ratio) and args.max_ppl_ratio > 1):
+        raise InterpSteerError(f"--max-ppl-ratio must be a perplexity ratio above 1, got {args.max_ppl_ratio}")
+    if args.strength == "auto" and not args.vector:
+        raise InterpSteerError("--strength auto needs a --vector to calibrate")
     model = _model(args)
     vector, sae = _load_vector_and_sae(args, model)
-    outputs = generate(model, prompts, vector, args.strength, sae=sae, max_new_tokens=args.max_new_tokens,
+    fluency: dict[str, Any] | None = None
+    strength = args.strength
+    if vector is not None and strength == "auto":
+        cal = calibrate_strength(model, vector, sae=sae, max_ratio=args.max_ppl_ratio, bidirectional=False)
+        print(f"calibrated strength: {cal.describe()}", file=sys.stderr)
+        if cal.strength is None:
+            raise InterpSteerError(f"--strength auto: {cal.describe()}")
+        strength = cal.strength
+        fluency = {"strength": strength, "ppl_ratio": cal.ppl_ratio, "max_ratio": cal.max_ratio,
+                   "within_bound": True, "n_texts": cal.n_texts, "calibrated": True}
+    elif vector is not None and float(strength) != 0.0 and not args.no_fluency_check:
+        fluency = fluency_check(model, vector, float(strength), sae=sae, max_ratio=args.max_ppl_ratio)
+        if not fluency["within_bound"]:
+            shown = "inf" if fluency["ppl_ratio"] is None else f"{fluency['ppl_ratio']:.2f}"
+            print(f"warning: at λ = {float(strength):g} held-out perplexity is ×{shown} the unsteered model's "
+                  f"(bound ×{args.max_ppl_ratio:g}): these generations may not be fluent", file=sys.stderr)
+    strength = float(strength) if strength != "auto" else 0.0
+    outputs = generate(model, prompts, vector, strength, sae=sae, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, batch_size=args.batch_size, positions=args.positions,
                        seed=args.seed, progress=True)
     baseline = None
@@ -220,7 +258,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             row["baseline"] = baseline[i]
         rows.append(row)
     result = {
-        "model": model.cfg.model_name, "vector": args.vector, "strength": args.strength,
+        "model": model.cfg.model_name, "vector": args.vector, "strength": strength, "fluency": fluency,
         "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed,
         "positions": args.positions, "generations": rows,
     }
@@ -240,7 +278,13 @@ def _add_generate(sub: Any) -> None:
     p.add_argument("--prompts-file", help=".txt (one prompt per line) or JSONL/CSV with a 'prompt' column")
     p.add_argument("--vector", help="a .safetensors steering vector saved by interp-steer")
     p.add_argument("--sae", help="SAE folder for SAE-latent vectors (default: the one recorded in the vector)")
-    p.add_argument("--strength", type=float, default=1.0, help="steering strength λ (negative reverses)")
+    p.add_argument("--strength", type=_strength_arg, default=1.0,
+                   help="steering strength λ (negative reverses), or 'auto': the largest λ whose held-out "
+                        "perplexity stays within --max-ppl-ratio of the unsteered model's")
+    p.add_argument("--max-ppl-ratio", type=float, default=1.2,
+                   help="fluency bound for 'auto' and for the warning at a given λ (default 1.2)")
+    p.add_argument("--no-fluency-check", action="store_true",
+                   help="skip measuring held-out perplexity at the given λ")
     p.add_argument("--positions", choices=["all", "after_instruction", "generated"], default=None,
                    help="where to steer (default: the vector's own policy)")
     p.add_argument("--compare", action="store_true", help="also generate unsteered baselines")
@@ -277,22 +321,32 @@ def _train_eval_pairs(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     if args.method == "lineas":
         return _train_lineas(args)
-    from interp_steer.methods.preference import train_vector
+    from interp_steer.methods.preference import SPARSE_DEFAULT, preference_config, train_vector
     from interp_steer.saes import load_sae
 
-    train, test = _train_eval_pairs(args)
+    options: dict[str, Any] = dict(SPARSE_DEFAULT) if args.sparse else {}
+    if args.sparse and args.method != "yapo":
+        raise InterpSteerError("--sparse is a YaPO option (SAE latents)")
+    for name in ("layer", "lr", "epochs", "batch_size", "grad_accum", "max_steps", "beta", "seed",
+                 "checkpoint_every", "positions", "top_k", "prox_l1", "support", "support_size", "max_edit_norm",
+                 "eval_every", "select", "eval_fraction"):
+        value = getattr(args, name)
+        if value is not None:
+            options[name] = value
+    if args.l1:
+        options["l1_penalty"] = args.l1
+    if args.save_every_epoch:
+        options["save_every_epoch"] = True
+    from interp_steer.methods.preference import _check_config
+
+    _check_config(preference_config(args.preset, method=args.method, **options))  # before any model load
+    train, _test = _train_eval_pairs(args)  # the vector is selected on a held-out share of train, never on test
     out = Path(args.output_dir)
     model = _model(args)
     sae = None
     if args.method == "yapo":
         sae = load_sae(path=args.sae, model=model) if args.sae else load_sae(model=model)
-    res = train_vector(
-        model, train, args.method, sae=sae, eval_data=test[: args.eval_limit] if test else None, output_dir=out,
-        layer=args.layer, lr=args.lr or 5e-4, epochs=args.epochs, batch_size=args.batch_size or 4,
-        max_steps=args.max_steps,
-        beta=args.beta, seed=args.seed, checkpoint_every=args.checkpoint_every, positions=args.positions,
-        save_every_epoch=args.save_every_epoch, l1_penalty=args.l1, top_k=args.top_k,
-    )
+    res = train_vector(model, train, args.method, sae=sae, output_dir=out, preset=args.preset, **options)
     last = res.evals[-1] if res.evals else {}
     print(json.dumps({"steps": len(res.history), "final_loss": res.history[-1]["loss"] if res.history else None,
                       "eval": last, "vector": str(out / "vector.safetensors")}, indent=2))
@@ -337,17 +391,34 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--group-penalty", type=float, default=0.0, help="lineas: per-layer group shrink")
     p.add_argument("--sae", help="SAE folder for yapo (default: the shipped SAE)")
     p.add_argument("--layer", type=int, default=None, help="bipo layer (yapo: the SAE's layer)")
+    p.add_argument("--preset", choices=["paper", "small"], default=None,
+                   help="bipo/yapo hyper-parameters: 'paper' (the official recipe: lr 5e-4, 100 warm-up steps, "
+                        "4 × 8 accumulation, 20 epochs) or 'small' (a few hundred pairs on a CPU); options below "
+                        "override it")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 5e-4; lineas: 1e-2)")
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default 1)")
     p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 4; lineas: source texts, 32)")
+    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimiser step (default 1)")
     p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--positions", choices=["all", "after_instruction", "generated"], default="all")
-    p.add_argument("--l1", type=float, default=0.0, help="optional L1 penalty on v (off by default)")
-    p.add_argument("--top-k", type=int, default=None, help="optional top-k projection of v after each step")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (resume on rerun)")
+    p.add_argument("--beta", type=float, default=None, help="DPO β (default 0.1)")
+    p.add_argument("--positions", choices=["all", "after_instruction", "generated"], default=None)
+    p.add_argument("--l1", type=float, default=0.0, help="an L1 term in the loss (Adam normalises it: prefer --prox-l1)")
+    p.add_argument("--top-k", type=int, default=None, help="yapo/bipo: keep the top-k entries of v after each step")
+    p.add_argument("--prox-l1", type=float, default=None,
+                   help="soft-threshold of v after each step, in units of the learning rate")
+    p.add_argument("--support", choices=["active", "contrast"], default=None,
+                   help="yapo: restrict v to latents active on the training responses, or to the top contrast ones")
+    p.add_argument("--support-size", type=int, default=None, help="yapo: latents in the support (default 256)")
+    p.add_argument("--max-edit-norm", type=float, default=None, help="cap on the norm of the decoded edit")
+    p.add_argument("--sparse", action="store_true",
+                   help="yapo: the sparse default (contrast support of 256 latents + soft-threshold 0.5)")
+    p.add_argument("--eval-fraction", type=float, default=None,
+                   help="share of the training pairs held out to select the vector (default 0.1)")
+    p.add_argument("--eval-every", type=int, default=None, help="steps between held-out evaluations (default: epoch)")
+    p.add_argument("--select", choices=["best", "last"], default=None,
+                   help="keep the vector with the lowest held-out loss (default) or the last one")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (resume on rerun)")
     p.add_argument("--save-every-epoch", action="store_true")
-    p.add_argument("--eval-limit", type=int, default=200, help="held-out pairs evaluated each epoch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", required=True)
     p.set_defaults(func=cmd_train)
@@ -359,20 +430,40 @@ def _add_train(sub: Any) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from interp_steer.demo import run_demo
 
-    run_demo(args.country, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-             strengths=tuple(args.strength or (1.0, 2.0, 4.0)), output_dir=args.output_dir, seed=args.seed)
+    _positive(args.epochs, "--epochs")
+    _positive(args.batch_size, "--batch-size")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise InterpSteerError(f"--lr must be a positive number, got {args.lr}")
+    if not (math.isfinite(args.max_ppl_ratio) and args.max_ppl_ratio > 1):
+        raise InterpSteerError(f"--max-ppl-ratio must be a perplexity ratio above 1, got {args.max_ppl_ratio}")
+    if args.strength and any(not (math.isfinite(x) and x > 0) for x in args.strength):
+        raise InterpSteerError(f"--strength values must be positive numbers, got {args.strength}")
+    run_demo(args.country, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, sparse=not args.exact,
+             max_ratio=args.max_ppl_ratio, strengths=tuple(args.strength) if args.strength else None,
+             output_dir=args.output_dir, seed=args.seed)
     return 0
+
+
+def _positive(value: int, name: str) -> None:
+    if value < 1:
+        raise InterpSteerError(f"{name} must be at least 1, got {value}")
 
 
 def _add_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="learn a YaPO vector on the embedded default and explain it",
-                       description="Learn a YaPO vector for one country of the culture set on the embedded model; "
-                                   "show steered vs unsteered MCQ accuracy and generations, and its SAE latents.")
+                       description="Learn a sparse YaPO vector for one country of the culture set on the embedded "
+                                   "model, choose λ on validation pairs under a perplexity bound, show held-out "
+                                   "MCQ accuracy and generations steered vs unsteered, and its SAE latents with "
+                                   "their country selectivity.")
     p.add_argument("--country", default="morocco", choices=["egypt", "morocco", "india", "mexico", "brazil", "uk"])
-    p.add_argument("--steps", type=int, default=80)
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=5e-2)
-    p.add_argument("--strength", type=float, action="append", help="λ values to evaluate (repeatable; default 1 2 4)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the 'small' preset's)")
+    p.add_argument("--exact", action="store_true", help="the exact YaPO method (no sparsity options)")
+    p.add_argument("--max-ppl-ratio", type=float, default=1.2,
+                   help="fluency bound: held-out perplexity steered / unsteered (default 1.2)")
+    p.add_argument("--strength", type=float, action="append",
+                   help="candidate λ values for the calibration (repeatable; default 0.25 … 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="runs/demo")
     p.set_defaults(func=cmd_demo)

@@ -1,64 +1,121 @@
-"""The main job on the embedded default: learn a YaPO vector for one country of the culture set, then show
-MCQ accuracy and generations with and without steering, and which SAE latents the vector uses."""
+"""The main job on the embedded default: learn a sparse YaPO vector for one country of the culture set, choose its
+strength on validation data under a fluency bound, then show held-out MCQ accuracy and generations with and
+without steering, and which SAE latents the vector uses — with each latent's country selectivity.
+
+Every choice is made on the country's *training* split: the vector kept is the one with the lowest loss on
+validation stems held out of training, and λ is the strongest validation effect whose perplexity on held-out
+general text stays within ``max_ratio`` of the unsteered model (:func:`calibrate_strength`). The test split is
+only reported.
+"""
 
 from __future__ import annotations
 
 import json
+import random
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 
-def run_demo(country: str = "morocco", *, steps: int = 80, batch_size: int = 4, lr: float = 5e-2,
-             strengths: tuple[float, ...] = (1.0, 2.0, 4.0), n_generations: int = 4, max_new_tokens: int = 40,
-             output_dir: str | Path = "runs/demo", seed: int = 0) -> dict[str, Any]:
+def _split_stems(items: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    stems = sorted({it.metadata["stem_id"] for it in items})
+    random.Random(seed).shuffle(stems)
+    held = set(stems[: max(1, round(len(stems) * fraction))])
+    return ([it for it in items if it.metadata["stem_id"] not in held],
+            [it for it in items if it.metadata["stem_id"] in held])
+
+
+def run_demo(country: str = "morocco", *, epochs: int = 4, batch_size: int = 4, lr: float | None = None,
+             sparse: bool = True, max_ratio: float = 1.2, strengths: tuple[float, ...] | None = None,
+             n_generations: int = 4, max_new_tokens: int = 40, output_dir: str | Path = "runs/demo",
+             seed: int = 0) -> dict[str, Any]:
     from interp_steer.data.loaders import culture_preferences, load_culture
+    from interp_steer.evaluation.behaviour import pair_probability
+    from interp_steer.evaluation.calibration import DEFAULT_STRENGTHS, calibrate_strength
     from interp_steer.evaluation.mcq import culture_report, score_mcq
+    from interp_steer.evaluation.openended import response_perplexity
+    from interp_steer.evaluation.preservation import default_texts, text_perplexity
     from interp_steer.generation import generate
-    from interp_steer.interpret.features import top_latents
-    from interp_steer.methods.preference import train_vector
+    from interp_steer.interpret.features import country_selectivity, culture_texts
+    from interp_steer.interpret.latents import inspect_latents
+    from interp_steer.methods.preference import SPARSE_DEFAULT, train_vector
     from interp_steer.models import load_model
     from interp_steer.saes import load_sae
 
     out = Path(output_dir)
     t0 = time.perf_counter()
-    print("[1/5] loading the embedded SmolLM2-135M-Instruct and its shipped SAE ...", flush=True)
+    print("[1/6] loading the embedded SmolLM2-135M-Instruct and its shipped SAE ...", flush=True)
     model = load_model()
     sae = load_sae(model=model)
-    train_pairs = culture_preferences(countries=country, split="train", form="mcq", seed=seed)
-    test_pairs = culture_preferences(countries=country, split="test", form="mcq", seed=seed)
+    train_items, val_items = _split_stems(load_culture(countries=country, split="train", seed=seed), 0.2, seed)
     test_items = load_culture(countries=country, split="test", seed=seed)
-    print(f"      {len(train_pairs)} training pairs, {len(test_items)} test questions ({country}); "
-          f"SAE {sae.cfg.metadata.hook_name} with {sae.cfg.d_sae} latents", flush=True)
+    forms = ("mcq", "open_ended")
+    train_pairs = [p for f in forms for p in culture_preferences(train_items, form=f, seed=seed)]
+    val_pairs = [p for f in forms for p in culture_preferences(val_items, form=f, seed=seed)]
+    print(f"      {len(train_pairs)} training pairs ({len(train_items)} questions, both forms), {len(val_pairs)} "
+          f"validation pairs, {len(test_items)} test questions ({country}); SAE {sae.cfg.metadata.hook_name} "
+          f"with {sae.cfg.d_sae} latents", flush=True)
 
-    print(f"[2/5] training a YaPO vector ({steps} steps, batch {batch_size}) ...", flush=True)
-    res = train_vector(model, train_pairs, "yapo", sae=sae, eval_data=test_pairs, output_dir=out / "yapo",
-                       max_steps=steps, epochs=max(1, -(-steps * batch_size // len(train_pairs))),
-                       batch_size=batch_size, lr=lr, seed=seed)
+    options = dict(SPARSE_DEFAULT) if sparse else {}
+    if lr is not None:
+        options["lr"] = lr
+    print(f"[2/6] training a {'sparse ' if sparse else ''}YaPO vector ({epochs} epochs, batch {batch_size}, "
+          f"preset 'small' {options}) ...", flush=True)
+    res = train_vector(model, train_pairs, "yapo", sae=sae, eval_data=val_pairs, output_dir=out / "yapo",
+                       preset="small", epochs=epochs, batch_size=batch_size, eval_every=4, seed=seed,
+                       **options)
     vector = res.vector
 
-    print("[3/5] culture MCQ on held-out questions (option log-likelihood), λ sweep ...", flush=True)
-    before = culture_report(score_mcq(model, test_items))
-    sweep = {lam: culture_report(score_mcq(model, test_items, vector, lam, sae=sae))["overall"] for lam in strengths}
-    # generations at the strength with the best robust accuracy (RCA), the larger one on ties
-    strength = max(strengths, key=lambda lam: (sweep[lam].get("rca") or 0.0, sweep[lam]["accuracy"] or 0.0, lam))
+    print(f"[3/6] choosing λ on the validation pairs under a perplexity bound of ×{max_ratio:g} ...", flush=True)
+    report_texts = default_texts(16, tokenizer=model.tokenizer)
+    cal = calibrate_strength(
+        model, vector, lambda lam: pair_probability(model, val_pairs, vector, lam, sae=sae)["p_matching"],
+        sae=sae, strengths=strengths or DEFAULT_STRENGTHS, max_ratio=max_ratio, bidirectional=False,
+        log=lambda m: print("      " + m, flush=True))
+    print(f"      {cal.describe()}", flush=True)
+    strength = cal.strength
+    if strength is None:
+        smallest = min(strengths or DEFAULT_STRENGTHS)
+        print(f"      WARNING: showing λ = {smallest:g}, which breaks the fluency bound", flush=True)
+        strength = smallest
+    ppl0 = text_perplexity(model, report_texts).perplexity
+    ppl_ratio = text_perplexity(model, report_texts, vector, strength, sae=sae).perplexity / ppl0
 
-    print("[4/5] generations on non-localized test questions ...", flush=True)
+    print("[4/6] culture MCQ on held-out test questions (option log-likelihood) ...", flush=True)
+    before = culture_report(score_mcq(model, test_items))["overall"]
+    after = culture_report(score_mcq(model, test_items, vector, strength, sae=sae))["overall"]
+
+    print("[5/6] generations on non-localized test questions ...", flush=True)
     questions = [it.question for it in test_items if it.localization_status == "nolocalized"][:n_generations]
     plain = generate(model, questions, max_new_tokens=max_new_tokens)
     steered = generate(model, questions, vector, strength, sae=sae, max_new_tokens=max_new_tokens)
+    plain_texts = [str(x) for x in plain]
+    steered_texts = [str(x) for x in steered]
+    gen_ppl = {"unsteered": response_perplexity(model, questions, plain_texts).perplexity,
+               "steered": response_perplexity(model, questions, steered_texts).perplexity}
 
-    print("[5/5] SAE latents the vector uses ...", flush=True)
-    features = top_latents(vector, sae, model, k=8)
+    print("[6/6] SAE latents the vector uses, their country selectivity and top snippets ...", flush=True)
+    selectivity = country_selectivity(model, sae, vector, country, k=8)
+    texts = [t for ts in culture_texts().values() for t in ts]
+    top_ids = [lat["index"] for lat in selectivity["latents"]]
+    snippets: dict[int, list[str]] = {}
+    if top_ids:
+        insp = inspect_latents(model, sae, texts, top_ids, n_snippets=3, context_before=8, context_after=2,
+                               max_length=96)
+        for i in top_ids:
+            snippets[i] = ["".join(s.tokens).replace("\n", " ") for s in insp.report(i).snippets]
 
     summary = {
-        "country": country, "steps": len(res.history), "final_train_loss": res.history[-1]["loss"],
-        "heldout_eval": res.evals[-1] if res.evals else None, "strength": strength,
-        "mcq_before": before["overall"], "mcq_sweep": {str(k): v for k, v in sweep.items()},
-        "generations": [{"prompt": q, "unsteered": a, "steered": b} for q, a, b in zip(questions, plain, steered, strict=True)],
-        "features": features, "vector": str(out / "yapo" / "vector.safetensors"),
-        "seconds": round(time.perf_counter() - t0, 1),
+        "country": country, "sparse_options": options, "steps": len(res.history),
+        "selected": vector.metrics.get("selected"), "n_nonzero": int((vector.vector() != 0).sum()),
+        "calibration": cal.to_dict(), "strength": strength, "within_bound": cal.found,
+        "heldout_ppl_ratio": ppl_ratio, "mcq_before": before, "mcq_after": after,
+        "generations": [{"prompt": q, "unsteered": a, "steered": b} for q, a, b in zip(questions, plain_texts,
+                                                                                        steered_texts, strict=True)],
+        "generation_perplexity": gen_ppl, "selectivity": selectivity,
+        "snippets": {str(k): v for k, v in snippets.items()},
+        "vector": str(out / "yapo" / "vector.safetensors"), "seconds": round(time.perf_counter() - t0, 1),
     }
     (out / "demo.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     _print_summary(summary)
@@ -70,27 +127,33 @@ def _pct(x: float | None) -> str:
 
 
 def _print_summary(s: dict[str, Any]) -> None:
-    b = s["mcq_before"]
+    b, a = s["mcq_before"], s["mcq_after"]
+    sel = s.get("selected") or {}
     print("\n" + "=" * 78)
-    print(f"YaPO vector for {s['country']}: {s['steps']} steps, final training loss {s['final_train_loss']:.4f}")
-    ev = s.get("heldout_eval") or {}
-    if ev:
-        print(f"held-out preference accuracy: +λ {_pct(ev['pref_acc_plus'])}, −λ {_pct(ev['pref_acc_minus'])}")
-    print("\nculture MCQ accuracy on held-out questions:")
+    print(f"YaPO vector for {s['country']}: {s['n_nonzero']} non-zero latents, kept from step {sel.get('step')} "
+          f"of {s['steps']} ({sel.get('criterion')})")
+    bound = "" if s["within_bound"] else "  [breaks the fluency bound]"
+    print(f"strength λ = {s['strength']:g} (chosen on validation pairs); perplexity on held-out text "
+          f"×{s['heldout_ppl_ratio']:.3f}{bound}")
+    print("\nculture MCQ accuracy on held-out test questions:")
     print(f"  {'':14}{'localized':>12}{'non-local':>12}{'RCA':>8}{'PNLG':>8}")
-    rows = [("unsteered", b)] + [(f"steered λ={lam}", r) for lam, r in s["mcq_sweep"].items()]
-    for name, r in rows:
+    for name, r in (("unsteered", b), (f"steered λ={s['strength']:g}", a)):
         print(f"  {name:14}{_pct(r['acc_localized']):>12}{_pct(r['acc_nonlocalized']):>12}"
               f"{r.get('rca', 0):>8.3f}{r.get('pnlg', 0):>8.3f}")
-    print(f"\ngenerations (greedy; steered at λ = {s['strength']}):")
+    gp = s["generation_perplexity"]
+    print(f"\ngenerations (greedy; steered at λ = {s['strength']:g}; perplexity of the answers under the unsteered "
+          f"model: {gp['unsteered']:.2f} unsteered, {gp['steered']:.2f} steered):")
     for g in s["generations"]:
         print(f"\n  Q: {g['prompt']}")
         print(textwrap.indent(textwrap.fill("unsteered: " + g["unsteered"], 74), "    "))
         print(textwrap.indent(textwrap.fill("steered:   " + g["steered"], 74), "    "))
-    f = s["features"]
-    print(f"\nSAE latents used: {f['n_nonzero']} non-zero; {f['n_for_50pct']} carry 50% and "
-          f"{f['n_for_90pct']} carry 90% of the decoded effect. Top latents:")
-    for lat in f["latents"]:
-        lens = ", ".join(repr(t) for t in lat["logit_lens"]["promoted"][:5])
-        print(f"  #{lat['index']:<6} v={lat['value']:+.3f}  share≤{_pct(lat['cumulative_share']):>6}  promotes {lens}")
+    sel = s["selectivity"]
+    print(f"\ncountry selectivity: {_pct(sel['selective_share'])} of the decoded effect sits on latents with "
+          f"AUROC ≥ {sel['threshold']} for {s['country']} culture texts ({sel['n_selective']} of "
+          f"{sel['n_scored']} latents). Top latents:")
+    for lat in sel["latents"]:
+        print(f"  #{lat['index']:<6} v={lat['value']:+.3f}  share≤{_pct(lat['cumulative_share']):>6}  "
+              f"AUROC {lat['auroc']:.2f}")
+        for snip in s["snippets"].get(str(lat["index"]), [])[:2]:
+            print(f"           … {snip.strip()[:90]}")
     print(f"\nvector: {s['vector']}   ({s['seconds']} s)")

@@ -88,3 +88,24 @@ def test_sas_threshold_and_decoding_consistency(tiny_model):
 def test_sparsify_needs_a_rule():
     with pytest.raises(InterpSteerError, match="top_k or threshold"):
         sparsify(torch.ones(3))
+
+
+@pytest.mark.parametrize("architecture", ["standard", "topk"])
+def test_sas_equals_an_independent_contrast_of_response_codes(tiny_model, architecture):
+    """mean over pairs of [mean over chosen response tokens of Enc(h)] − the same for rejected, computed here by
+    hand (one run per sequence); a swapped contrast, another token policy or a code of the mean all fail it."""
+    sae = make_sae(architecture, tiny_model.cfg.d_model, 96, TINY_HOOK)
+    pairs = [PreferenceExample("Name a colour.", "Deep ocean blue, like the sea at night.", "Grey."),
+             PreferenceExample("Pick a drink.", "Mint tea.", "A tall glass of cold orange juice, please."),
+             PreferenceExample("Say something.", "Hello there, friend!", "No.")]
+    per_side = {0: [], 1: []}
+    for ex in pairs:
+        for side, answer in enumerate((ex.chosen, ex.rejected)):
+            ct = chat_tokens(tiny_model.tokenizer, ex.prompt, answer)
+            _, cache = tiny_model.run_with_cache(torch.tensor([ct.ids]), names_filter=[TINY_HOOK])
+            codes = sae.encode(cache[TINY_HOOK][0, ct.response_start :])
+            per_side[side].append(codes.mean(0))
+    expected = torch.stack(per_side[0]).mean(0) - torch.stack(per_side[1]).mean(0)
+    got = compute_sas(tiny_model, sae, pairs, top_k=96).vector()
+    torch.testing.assert_close(got, expected.float(), atol=1e-5, rtol=1e-4)
+    assert (expected > 0).any() and (expected < 0).any()  # a swapped contrast would differ in sign

@@ -75,7 +75,11 @@ def test_compare_methods_on_tiny_model_writes_a_complete_table(tiny_model, tmp_p
     assert entry["n_test_items"] == 6 and entry["n_train_items"] == 6
     assert entry["methods"]["yapo"]["vector_kind"] == "sae" and entry["methods"]["lineas"]["vector_kind"] == "affine"
     table = summary_table(res)
-    assert [r["method"] for r in table] == ["none", "caa", "sas", "bipo", "yapo", "lineas"]
+    assert [r["method"] for r in table] == ["none", "prompt", "caa", "sas", "bipo", "yapo", "lineas"]
+    base = entry["baseline"]["overall"]
+    assert table[1]["acc_nonlocalized"] == base["acc_localized"]  # prompting = asking the localized question
+    for r in table[2:]:  # the guard is on by default: each row says whether its λ keeps the bound
+        assert r["within_bound"] is any(t["fluent"] for t in entry["methods"][r["method"]]["train_sweep"])
     md = format_table(table)
     assert md.count("\n") == len(table) + 1 and "| egypt | none | 0 |" in md
     html = write_report_html(res, tmp_path / "compare.html").read_text()
@@ -93,7 +97,7 @@ def test_compare_computes_the_preservation_baseline_once(tiny_model, monkeypatch
     monkeypatch.setattr(preservation, "preservation_baseline", lambda *a, **k: calls.append(1) or real(*a, **k))
     sae = make_sae("topk", tiny_model.cfg.d_model, 64, TINY_HOOK)
     cfg = CompareConfig(countries=["egypt"], methods=["caa", "sas"], strengths=[1.0], preservation_texts=2,
-                        preservation_items=5, max_train_pairs=4, max_items=4)
+                        preservation_items=5, max_train_pairs=4, max_items=4, max_ppl_ratio=None)
     res = compare_methods(tiny_model, sae, cfg)
     assert len(calls) == 1
     for row in res["countries"]["egypt"]["methods"].values():
@@ -172,7 +176,7 @@ def test_compare_command_end_to_end_on_the_embedded_model(monkeypatch, model, tm
     assert code == 0, err
     res = json.loads((out / "compare.json").read_text())
     rows = res["table"]
-    assert [r["method"] for r in rows] == ["none", "caa", "sas", "bipo", "yapo", "lineas"]
+    assert [r["method"] for r in rows] == ["none", "prompt", "caa", "sas", "bipo", "yapo", "lineas"]
     print("\n" + (out / "compare.md").read_text())
     entry = res["countries"]["morocco"]
     for method, row in entry["methods"].items():

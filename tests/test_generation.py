@@ -57,7 +57,10 @@ def test_default_model_backends_agree(model):
     vec = SteeringVector("test", "dense", {"blocks.12.hook_resid_post": {"vector": v / v.norm() * 8}},
                          model_fingerprint(model).to_dict())
     prompts = ["What is a popular breakfast?", "Give me one tip for learning to cook."]
+    by_strength = {}
     for strength in (0.0, 1.0):
         fast = generate(model, prompts, vec, strength, max_new_tokens=12, backend="hf", return_tokens=True)
         ref = generate(model, prompts, vec, strength, max_new_tokens=12, backend="tl", return_tokens=True)
         assert [g.tokens for g in fast] == [g.tokens for g in ref]
+        by_strength[strength] = [g.tokens for g in fast]
+    assert by_strength[1.0] != by_strength[0.0]  # the vector acts: a no-op steering hook fails here

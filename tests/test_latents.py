@@ -218,3 +218,21 @@ def test_heldout_corpus_texts(tokenizer):
     texts = corpus_texts(None, n=20, tokenizer=tokenizer, max_chars=None)
     train = set(load_corpus(shared_corpus_path(), split="train", tokenizer=tokenizer))
     assert len(texts) == 20 and not any(t in train for t in texts)  # held out from SAE training
+
+
+def test_latent_auroc_ranks_by_max_activation(tiny_model, sae):
+    from interp_steer.interpret.features import _auroc, latent_auroc
+
+    pos = torch.tensor([[3.0, 0.0], [2.0, 1.0]])
+    neg = torch.tensor([[1.0, 1.0], [0.0, 5.0], [2.0, 0.0]])
+    # column 0: pairs (3>1,3>0,3>2, 2>1,2>0, 2=2 → ½) = 5.5 / 6; column 1: (0<1,0<5,0=0 ½, 1=1 ½,1<5,1>0) = 2/6
+    torch.testing.assert_close(_auroc(pos, neg), torch.tensor([5.5 / 6, 2.0 / 6]))
+    texts_a = ["The cat sat on the mat.", "A cat and a dog."]
+    texts_b = ["Numbers: 1 2 3 4 5.", "Stocks fell sharply on Monday."]
+    latents = list(range(8))
+    a = latent_auroc(tiny_model, sae, latents, texts_a, texts_b)
+    b = latent_auroc(tiny_model, sae, latents, texts_b, texts_a)
+    assert all(0.0 <= x <= 1.0 for x in a)
+    assert a == pytest.approx([1.0 - x for x in b])  # swapping the sides mirrors the AUROC
+    with pytest.raises(InterpSteerError, match="positive and negative"):
+        latent_auroc(tiny_model, sae, latents, texts_a, [])

@@ -59,7 +59,8 @@ def test_position_policies_differ_so_the_offsets_matter(tiny_model):
         vec = SteeringVector("test", "dense", {"blocks.1.hook_resid_pre": {"vector": direction}},
                              model_fingerprint(tiny_model).to_dict(), positions=positions)
         out[positions] = _scores(tiny_model, ITEMS, vector=vec, strength=1.0)
-    assert out["all"] != out["after_instruction"] != out["generated"]
+    assert out["all"] != out["after_instruction"] and out["after_instruction"] != out["generated"]
+    assert out["all"] != out["generated"]
 
 
 def test_shared_prefix_matches_the_reference_with_an_sae_vector(tiny_model):

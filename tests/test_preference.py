@@ -16,9 +16,14 @@ import torch.nn.functional as F
 from interp_steer.data.schemas import PreferenceExample
 from interp_steer.errors import InterpSteerError
 from interp_steer.methods.preference import (
+    PRESETS,
     compute_reference_logp,
+    evaluate_pairs,
     fast_step_loss,
+    latent_support,
+    lr_at,
     make_intervention,
+    preference_config,
     prepare_pairs,
     reference_step_loss,
     train_vector,
@@ -133,12 +138,88 @@ def test_training_lowers_the_loss_and_saves_artifacts(tiny_model, tmp_path):
     assert res.vector.method == "bipo" and res.vector.vector().shape == (tiny_model.cfg.d_model,)
 
 
-def test_optional_sparsification(tiny_model):
+def _latent(res):
+    return res.vector.vector()
+
+
+def test_sparse_options_keep_their_guarantees(tiny_model):
     sae = make_sae("standard", tiny_model.cfg.d_model, 64, TINY_HOOK)
-    res = train_vector(tiny_model, PAIRS, "yapo", sae=sae, epochs=3, batch_size=2, lr=5e-2, top_k=5,
-                       eval_fraction=0.0, progress=False)
-    assert int((res.vector.vector() != 0).sum()) <= 5
-    assert res.vector.kind == "sae" and res.vector.sae["content_hash"]
+    common = {"sae": sae, "epochs": 3, "batch_size": 2, "lr": 5e-2, "eval_fraction": 0.0, "progress": False}
+    exact = _latent(train_vector(tiny_model, PAIRS, "yapo", **common))
+    assert int((exact != 0).sum()) > 32  # the exact method moves (nearly) every latent with a gradient
+    top = _latent(train_vector(tiny_model, PAIRS, "yapo", top_k=5, **common))
+    assert 0 < int((top != 0).sum()) <= 5  # an all-zero vector fails the lower bound
+    # the support: fixed before training from the training responses, and v never leaves it
+    cfg = preference_config(method="yapo", support="contrast", support_size=6)
+    data = prepare_pairs(tiny_model, PAIRS)
+    support = set(latent_support(tiny_model, sae, data, TINY_HOOK, cfg).tolist())
+    assert len(support) == 6
+    sup = _latent(train_vector(tiny_model, PAIRS, "yapo", support="contrast", support_size=6, **common))
+    nz = set(torch.nonzero(sup).flatten().tolist())
+    assert nz and nz <= support
+    active = _latent(train_vector(tiny_model, PAIRS, "yapo", support="active", support_size=10,
+                                  support_min_freq=0.0, **common))
+    assert 0 < int((active != 0).sum()) <= 10
+    # the soft-threshold (in units of lr) removes the coordinates whose gradient does not keep one sign
+    prox = _latent(train_vector(tiny_model, PAIRS, "yapo", prox_l1=0.9, **common))
+    assert 0 < int((prox != 0).sum()) < int((exact != 0).sum())
+    assert prox.abs().max() < exact.abs().max()
+    # the decoded-edit cap
+    capped = _latent(train_vector(tiny_model, PAIRS, "yapo", max_edit_norm=0.05, **common))
+    edit = float((capped @ sae.W_dec.detach()).norm())
+    assert 0 < edit <= 0.05 + 1e-5
+    assert float((exact @ sae.W_dec.detach()).norm()) > 0.05  # the cap binds
+    with pytest.raises(InterpSteerError, match="YaPO only"):
+        train_vector(tiny_model, PAIRS, "bipo", hook=TINY_HOOK, support="active", progress=False)
+    with pytest.raises(InterpSteerError, match="support must be"):
+        train_vector(tiny_model, PAIRS, "yapo", sae=sae, support="everything", progress=False)
+
+
+def test_the_kept_vector_is_the_best_heldout_one_and_is_the_one_evaluated(tiny_model):
+    res = train_vector(tiny_model, PAIRS[2:], "bipo", hook=TINY_HOOK, epochs=6, batch_size=2, lr=2e-1,
+                       eval_data=PAIRS[:2], eval_every=1, progress=False)
+    losses = {e["step"]: e["loss"] for e in res.evals}
+    assert len(losses) == len(res.history) == 12
+    sel = res.vector.metrics["selected"]
+    assert sel["criterion"] == "heldout_loss" and sel["step"] == min(losses, key=losses.get)
+    # the artifact's tensor is the vector the held-out loss was measured on at that step
+    held = prepare_pairs(tiny_model, PAIRS[:2])
+    compute_reference_logp(tiny_model, held, TINY_HOOK)
+    again = evaluate_pairs(tiny_model, held, make_intervention("bipo", res.vector.vector(), None), TINY_HOOK,
+                           1.0, 0.1)
+    assert abs((again["loss_plus"] + again["loss_minus"]) / 2 - sel["value"]) < 1e-5
+    last = train_vector(tiny_model, PAIRS[2:], "bipo", hook=TINY_HOOK, epochs=6, batch_size=2, lr=2e-1,
+                        eval_data=PAIRS[:2], eval_every=1, select="last", progress=False)
+    assert last.vector.metrics["selected"] == {"step": 12, "criterion": "last", "reason": "select='last'"}
+    if sel["step"] != 12:
+        assert not torch.equal(last.vector.vector(), res.vector.vector())
+
+
+def test_paper_preset_reproduces_the_official_schedule(tiny_model):
+    cfg = preference_config("paper")
+    assert (cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.grad_clip, cfg.beta) == (5e-4, 0.0, 100, 1.0, 0.1)
+    assert cfg.batch_size * cfg.grad_accum == 32 and cfg.epochs == 20 and cfg.preset == "paper"
+    total, base = 640, cfg.lr
+    lrs = [lr_at(s, total, base, cfg.warmup_ratio, cfg.warmup_steps) for s in range(total)]
+    assert lrs[0] == pytest.approx(base / 100) and lrs[49] == pytest.approx(base / 2)  # linear warm-up
+    assert lrs[99] == pytest.approx(base) and lrs[100] == pytest.approx(base)  # 100 warm-up steps
+    assert lrs[100 + 270] == pytest.approx(base / 2)  # cosine: half-way through the decay
+    assert all(a >= b for a, b in zip(lrs[100:], lrs[101:], strict=False)) and lrs[-1] < base * 1e-4
+    # accumulation: 3 micro-batches of 2 pairs give the same step as one batch of 6
+    kw = {"hook": TINY_HOOK, "max_steps": 1, "eval_fraction": 0.0, "progress": False}
+    acc = train_vector(tiny_model, PAIRS, "bipo", preset="paper", batch_size=2, grad_accum=3, **kw)
+    one = train_vector(tiny_model, PAIRS, "bipo", preset="paper", batch_size=6, grad_accum=1, **kw)
+    assert acc.history[0]["loss"] == pytest.approx(one.history[0]["loss"], abs=1e-6)
+    torch.testing.assert_close(acc.vector.vector(), one.vector.vector(), atol=1e-7, rtol=1e-5)
+    assert acc.vector.vector().abs().sum() > 0
+    assert acc.vector.config["preset"] == "paper" and acc.vector.config["grad_accum"] == 3
+    # the steps of an epoch count optimiser steps: 6 pairs at 2 × 3 per step is one step per epoch
+    two = train_vector(tiny_model, PAIRS, "bipo", preset="paper", batch_size=2, grad_accum=3, epochs=2,
+                       hook=TINY_HOOK, eval_fraction=0.0, progress=False)
+    assert len(two.history) == 2
+    assert set(PRESETS) == {"paper", "small"}
+    with pytest.raises(InterpSteerError, match="unknown preset"):
+        preference_config("fast")
 
 
 def test_bad_configurations_are_refused(tiny_model):
@@ -150,6 +231,10 @@ def test_bad_configurations_are_refused(tiny_model):
         train_vector(tiny_model, PAIRS, "bipo", learning_rate=1.0, progress=False)
     with pytest.raises(InterpSteerError, match="no preference examples"):
         train_vector(tiny_model, [], "bipo", progress=False)
+    for bad in ({"lr": -0.5}, {"lr": float("nan")}, {"batch_size": 0}, {"grad_accum": 0}, {"select": "first"},
+                {"max_edit_norm": 0.0}, {"prox_l1": -1.0}):
+        with pytest.raises(InterpSteerError, match="invalid training option"):
+            train_vector(tiny_model, PAIRS, "bipo", hook=TINY_HOOK, progress=False, **bad)
 
 
 RESUME_SCRIPT = textwrap.dedent("""
@@ -159,6 +244,9 @@ RESUME_SCRIPT = textwrap.dedent("""
     from tests.test_preference import PAIRS
     from transformers import AutoTokenizer
     from interp_steer.models import embedded_gguf_path
+    from interp_steer.methods.preference import train_vector
+    from tests.mutations import apply_from_env
+    apply_from_env()  # scripts/mutation_check.py: a deliberately broken trainer must fail this test
     from interp_steer.methods.preference import train_vector
     p = embedded_gguf_path()
     tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
@@ -193,5 +281,9 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_vector(tmp_path):
     a = SteeringVector.load(tmp_path / "full" / "vector.safetensors").vector()
     b = SteeringVector.load(tmp_path / "resumed" / "vector.safetensors").vector()
     assert torch.equal(a, b)
+    # the second process started from the checkpoint (step 4), not from scratch
+    meta_full = SteeringVector.load(tmp_path / "full" / "vector.safetensors").metrics["selected"]
+    meta_resumed = SteeringVector.load(tmp_path / "resumed" / "vector.safetensors").metrics["selected"]
+    assert "resumed_from_step" not in meta_full and meta_resumed["resumed_from_step"] == 4
     log = [json.loads(x) for x in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "step" in r and "loss" in r] == list(range(1, 10))

@@ -19,7 +19,7 @@ from interp_steer.saes import (
 from interp_steer.saes.quality import sae_quality
 from interp_steer.saes.training import train_sae
 
-from .conftest import TINY_HOOK, make_sae
+from .conftest import SHARED_DATA, TINY_HOOK, make_sae
 
 TEXTS = [f"Document {i}: people share tea, bread and stories at the market every morning." for i in range(80)]
 
@@ -89,6 +89,20 @@ def test_shipped_default_sae(model):
     assert trained >= 3_000_000
     q = meta["quality_heldout"]
     assert q["explained_variance"] >= 0.7 and q["ce_loss_recovered"] >= 0.85 and q["dead_fraction"] <= 0.10, q
+    # the figures belong to these weights: their content hash, and the quality recomputed from them now on
+    # held-out corpus documents (4 rows of 256 tokens; the shipped figures are 0.867 / 0.978 on 59k tokens)
+    from interp_steer.saes import sae_content_hash
+    from interp_steer.saes.quality import sae_quality
+
+    assert sae_content_hash(sae) == meta["content_hash"]
+    corpus = SHARED_DATA / "corpus" / "mixed-text.jsonl.gz"
+    if corpus.exists():
+        from interp_steer.data.corpus import load_corpus
+
+        held = load_corpus(corpus, split="heldout", tokenizer=model.tokenizer)[:40]
+        now = sae_quality(model, sae, held, max_tokens=1024, progress=False)
+        assert now.explained_variance >= 0.75 and now.ce_loss_recovered >= 0.90, now
+        assert 0 < now.mean_l0 <= 32.0  # TopK, k = 32
     tokens = torch.tensor([list(range(100, 160))])
     clean = model(tokens)
     sae.use_error_term = True
@@ -96,3 +110,15 @@ def test_shipped_default_sae(model):
     shipped = [f for f in (SHIPPED_DIR / "smollm2-135m-instruct" / "blocks.15.hook_resid_post").iterdir() if f.is_file()]
     assert {f.name for f in shipped} == {"cfg.json", "sae_weights.safetensors", "interp_steer.json"}
     assert sum(f.stat().st_size for f in shipped) < 15 * 2**20
+
+
+def test_shipped_sae_weights_are_the_ones_its_quality_was_measured_on():
+    """Fast: the shipped weights hash to the ``content_hash`` written next to their held-out quality figures
+    (``train-sae`` records it after measuring); random or edited weights fail. The slow test recomputes the
+    quality itself."""
+    from interp_steer.saes import sae_content_hash
+
+    sae = load_sae()
+    meta = sae_metadata()
+    assert meta["content_hash"] == sae_content_hash(sae)
+    assert sae.W_dec.shape == (meta["training_config"]["d_sae"], 576)

@@ -55,8 +55,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         items = _behaviour_items(args.data)[: args.limit or None]
         rows = behaviour_sweep(model, vector, items, strengths, sae=sae)
         kind = "behaviour_ab"
+    if not args.no_fluency_check:  # every strength is shown with its fluency cost
+        from interp_steer.evaluation.calibration import calibration_texts, fluency_check
+
+        docs = calibration_texts(model.tokenizer, 8)
+        for r in rows:
+            if r["strength"] != 0:
+                f = fluency_check(model, vector, r["strength"], sae=sae, texts=docs, max_ratio=args.max_ppl_ratio)
+                r["ppl_ratio"], r["within_bound"] = f["ppl_ratio"], f["within_bound"]
     result: dict[str, Any] = {"vector": str(args.vector), "data": args.data, "split": args.split, "kind": kind,
-                              "n_items": len(items), "strengths": strengths, "sweep": rows}
+                              "n_items": len(items), "strengths": strengths, "sweep": rows,
+                              "max_ppl_ratio": None if args.no_fluency_check else args.max_ppl_ratio}
     if args.preservation:
         from interp_steer.evaluation.preservation import (
             default_texts,
@@ -76,6 +85,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         parts = [f"λ={r['strength']:g}"] + [f"{k} {o[k]:.3f}" for k in
                                              ("accuracy", "acc_localized", "acc_nonlocalized", "rca", "pnlg",
                                               "p_matching") if o.get(k) is not None]
+        if r.get("ppl_ratio") is not None or r.get("within_bound") is False:
+            ratio = "inf" if r["ppl_ratio"] is None else f"{r['ppl_ratio']:.3f}"
+            parts.append(f"ppl ×{ratio}" + ("" if r["within_bound"] else
+                                            f"  [breaks the fluency bound ×{args.max_ppl_ratio:g}]"))
         print("  ".join(parts))
     print(f"wrote {out / 'evaluation.json'} and {out / 'evaluation.html'}")
     return 0
@@ -118,7 +131,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                         preservation=not args.no_preservation, seed=args.seed, scoring=args.scoring,
                         max_train_pairs=args.max_train_pairs, max_items=args.max_items,
                         preservation_texts=args.preservation_texts, preservation_items=args.preservation_items,
-                        max_ppl_ratio=args.max_ppl_ratio, guard_texts=args.guard_texts)
+                        max_ppl_ratio=None if args.no_fluency_guard else args.max_ppl_ratio,
+                        guard_texts=args.guard_texts)
     out = Path(args.output_dir)
     model = _model(args)
     sae = load_sae(path=args.sae, model=model) if args.sae else load_sae(model=model)
@@ -152,6 +166,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--preservation-texts", type=int, default=32, help="held-out corpus documents for perplexity")
     p.add_argument("--preservation-items", type=int, default=None,
                    help="knowledge-set questions, evenly spaced (default: all 63)")
+    p.add_argument("--max-ppl-ratio", type=float, default=1.2,
+                   help="fluency bound: strengths whose held-out perplexity ratio exceeds it are flagged (default 1.2)")
+    p.add_argument("--no-fluency-check", action="store_true", help="do not measure held-out perplexity per strength")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="runs/evaluate")
     p.set_defaults(func=cmd_evaluate)
@@ -174,9 +191,10 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--preservation-texts", type=int, default=32, help="held-out corpus documents for perplexity")
     c.add_argument("--preservation-items", type=int, default=None,
                    help="knowledge-set questions, evenly spaced (default: all 63)")
-    c.add_argument("--max-ppl-ratio", type=float, default=None,
+    c.add_argument("--max-ppl-ratio", type=float, default=1.2,
                    help="fluency guard: only strengths whose held-out perplexity stays within this factor of the "
-                        "unsteered one are eligible (e.g. 1.5; default: no guard)")
+                        "unsteered one are eligible (default 1.2)")
+    c.add_argument("--no-fluency-guard", action="store_true", help="choose strengths without the fluency guard")
     c.add_argument("--guard-texts", type=int, default=8, help="held-out documents for the fluency guard")
     c.add_argument("--max-train-pairs", type=int, default=None, help="cap on training pairs (quick runs)")
     c.add_argument("--max-items", type=int, default=None, help="cap on questions per split (quick runs)")

@@ -634,11 +634,12 @@ def load_mwe(path: str | Path, *, as_: str = "preferences") -> list[PreferenceEx
     ``answer_not_matching_behavior``).
 
     ``as_="preferences"``: prompt = question (verbatim), chosen / rejected = the stripped answer letters
-    (e.g. ``"(A)"``). ``as_="mcq"``: options parsed by :func:`parse_mwe_question`, ``answer`` = the index of
-    the matching letter. ``metadata``: ``behaviour`` (file stem), ``id`` (line number), ``source`` and, for
+    (e.g. ``"(A)"``). ``as_="texts"``: free-text pairs — prompt = the bare question (no choices), chosen /
+    rejected = the matching / not-matching option's text. ``as_="mcq"``: options parsed by
+    :func:`parse_mwe_question`, ``answer`` = the index of the matching letter. ``metadata``: ``behaviour`` (file stem), ``id`` (line number), ``source`` and, for
     MCQ, ``not_matching`` (index of the not-matching option).
     """
-    _check_choice("as_", as_, ("preferences", "mcq"))
+    _check_choice("as_", as_, ("preferences", "texts", "mcq"))
     path = Path(path)
     table = read_table(path)
     fields = ("question", "answer_matching_behavior", "answer_not_matching_behavior")
@@ -653,7 +654,7 @@ def load_mwe(path: str | Path, *, as_: str = "preferences") -> list[PreferenceEx
         if not all(letters):
             problems.append((pos, f"answer letters {row[fields[1]]!r}/{row[fields[2]]!r} are not like ' (A)'"))
             continue
-        if as_ == "mcq":
+        if as_ in ("mcq", "texts"):
             found = parse_mwe_question(row["question"])
             indices = [ord(m.group(1)) - ord("A") for m in letters if m]
             if found is None:
@@ -666,6 +667,9 @@ def load_mwe(path: str | Path, *, as_: str = "preferences") -> list[PreferenceEx
     meta = {"behaviour": path.stem, "source": str(path)}
     if as_ == "mcq":
         return [MCQItem(q, opts, ans, metadata={**meta, "id": pos, "not_matching": neg})
+                for pos, (q, opts, ans, neg) in parsed.items()]
+    if as_ == "texts":
+        return [PreferenceExample(q, opts[ans], opts[neg], {**meta, "id": pos, "form": "text"})
                 for pos, (q, opts, ans, neg) in parsed.items()]
     return [PreferenceExample(row["question"], row[fields[1]].strip(), row[fields[2]].strip(), {**meta, "id": pos})
             for pos, row in table.rows]

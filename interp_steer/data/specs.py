@@ -2,7 +2,8 @@
 
 * ``culture`` – the project's culture set (filters: countries, localization, form, split)
 * ``bipo:<behaviour>`` – ``../shared/data/bipo/<behaviour>/{train,test}.csv``
-* ``mwe:<name>`` – ``../shared/data/model-written-evals/<name>.jsonl`` (A/B answers as responses)
+* ``mwe:<name>`` – ``../shared/data/model-written-evals/<name>.jsonl`` (A/B answer letters as responses;
+  ``form="text"``: the bare question with the options' texts as responses); first 80 % train, last 20 % test
 * ``dcl`` or ``dcl:<file>`` – Deep-Culture-Lense from the hub or a local file in its schema
 * a path to a JSONL/CSV/Parquet file with ``prompt``, ``chosen``, ``rejected`` columns (all rows, whatever
   the split: see :func:`has_splits`)
@@ -54,7 +55,8 @@ def load_pairs(spec: str, *, split: str = "train", countries: Any = None, locali
         pairs = loaders.load_bipo_csv(_shared("bipo", behaviour, f"{split}.csv"), behaviour=behaviour)
     elif spec.startswith("mwe:"):
         name = spec.split(":", 1)[1]
-        all_pairs = loaders.load_mwe(_shared("model-written-evals", f"{name}.jsonl"), as_="preferences")
+        all_pairs = loaders.load_mwe(_shared("model-written-evals", f"{name}.jsonl"),
+                                     as_="texts" if form == "text" else "preferences")
         cut = int(len(all_pairs) * 0.8)
         pairs = list(all_pairs[:cut] if split == "train" else all_pairs[cut:])  # type: ignore[arg-type]
     elif spec == "dcl" or spec.startswith("dcl:"):

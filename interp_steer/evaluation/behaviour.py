@@ -35,12 +35,7 @@ def pair_probability(model: Any, pairs: Sequence[PreferenceExample], vector: Ste
                      strength: float = 1.0, *, sae: Any | None = None, positions: str | None = None,
                      batch_size: int = 8) -> dict[str, float]:
     """Mean ``σ(log p(chosen) − log p(rejected))`` and mean log-prob margin over the pairs."""
-    from interp_steer.methods.preference import (
-        _batch_tokens,
-        _policy_starts,
-        _response_logp_from_logits,
-        prepare_pairs,
-    )
+    from interp_steer.methods.preference import _batch_tokens, _policy_starts, _response_index, prepare_pairs
 
     if not pairs:
         raise InterpSteerError("no preference pairs to evaluate")
@@ -51,7 +46,11 @@ def pair_probability(model: Any, pairs: Sequence[PreferenceExample], vector: Ste
         seqs = [j for i in range(start, min(start + batch_size, len(data))) for j in (2 * i, 2 * i + 1)]
         tokens, mask, starts = _batch_tokens(model, data, seqs)
         with _steering(model, vector, strength, sae, positions, _policy_starts(data, seqs, policy)):
-            logp = _response_logp_from_logits(model(tokens), tokens, mask, starts)
+            resid = model(tokens, stop_at_layer=model.cfg.n_layers)  # vocabulary logits only where needed
+        row, col, target = _response_index(tokens, mask, starts)
+        logits = model.unembed(model.ln_final(resid[row, col])[None])[0].float()
+        picked = torch.log_softmax(logits, -1).gather(-1, target[:, None])[:, 0]
+        logp = torch.zeros(tokens.shape[0], dtype=picked.dtype, device=picked.device).index_add(0, row, picked)
         margins.extend((logp[0::2] - logp[1::2]).tolist())
     m = torch.tensor(margins)
     return {"p_matching": float(torch.sigmoid(m).mean()), "mean_margin": float(m.mean()), "n": len(margins)}

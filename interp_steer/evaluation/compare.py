@@ -7,10 +7,13 @@
   from that country's *training* split, choose each method's strength on the training questions (best RCA,
   then accuracy), and report the test questions at every strength and at the chosen one, next to the
   unsteered model. Knowledge preservation (perplexity on held-out general text and accuracy on a local
-  knowledge set, steered vs unsteered) is measured at each method's chosen strength. With
-  ``CompareConfig.max_ppl_ratio`` (the fluency guard) only strengths that keep held-out perplexity within that
-  factor of the unsteered model's are eligible; the guard uses its own held-out documents, not the preservation
-  texts, so the reported Δppl stays an independent check.
+  knowledge set, steered vs unsteered) is measured at each method's chosen strength. The strength is chosen by
+  :func:`interp_steer.evaluation.calibration.calibrate_strength` with ``CompareConfig.max_ppl_ratio`` (the
+  fluency guard, default 1.2): only strengths that keep held-out perplexity within that factor of the unsteered
+  model's are eligible; a method with none is reported at its smallest λ and marked as breaking the bound. The
+  guard uses its own held-out documents, not the preservation texts, so the reported Δppl stays an independent
+  check. The table has a prompting row per country: the unsteered model asked the localized question (which
+  names the country), the reference steering is meant to approach.
 * :func:`write_report_html` – an offline plotly page: accuracy vs λ per method, and localized vs
   non-localized accuracy per country at the chosen strengths.
 
@@ -100,13 +103,14 @@ class CompareConfig:
     lineas_steps: int = 40
     lineas_hooks: str | None = None  # default: the residual stream after the chosen layer and 4 layers around
     sas_top_k: int = 32
+    yapo_sparse: bool = True  # YaPO with methods.preference.SPARSE_DEFAULT (False: the exact method)
     scoring: str = "loglik"
     preservation: bool = True
     preservation_texts: int = 32
     preservation_items: int | None = None  # knowledge-set questions (None: all 63)
     # fluency guard: a strength is eligible only if held-out perplexity steered ≤ max_ppl_ratio × unsteered,
     # measured on guard_texts held-out corpus documents disjoint from the preservation texts (None: no guard)
-    max_ppl_ratio: float | None = None
+    max_ppl_ratio: float | None = 1.2
     guard_texts: int = 8
     max_train_pairs: int | None = None  # caps for quick runs (None: the whole split)
     max_items: int | None = None
@@ -140,12 +144,15 @@ def build_vector(model: Any, sae: Any, method: str, country: str, cfg: CompareCo
 
         return compute_sas(model, sae, pairs, top_k=cfg.sas_top_k)
     if method in ("bipo", "yapo"):
-        from interp_steer.methods.preference import train_vector
+        from interp_steer.methods.preference import SPARSE_DEFAULT, train_vector
 
         steps = cfg.steps
-        res = train_vector(model, pairs, method, sae=sae if method == "yapo" else None, eval_data=pairs[:1],
+        extra = dict(SPARSE_DEFAULT) if (method == "yapo" and cfg.yapo_sparse) else {}
+        # the kept vector is chosen on 15 % of the training pairs held out (never on the test questions)
+        res = train_vector(model, pairs, method, sae=sae if method == "yapo" else None, eval_fraction=0.15,
                            layer=layer, max_steps=steps, epochs=max(1, -(-steps * cfg.batch_size // len(pairs))),
-                           batch_size=cfg.batch_size, lr=cfg.lr.get(method, 5e-4), seed=cfg.seed, progress=progress)
+                           batch_size=cfg.batch_size, lr=cfg.lr.get(method, 5e-4), seed=cfg.seed, progress=progress,
+                           **extra)
         return res.vector
     if method == "lineas":
         from interp_steer.methods.lineas import train_lineas
@@ -189,15 +196,23 @@ def compare_methods(model: Any, sae: Any, config: CompareConfig | None = None, *
             vsae = sae if vector.kind == "sae" else None
             built = time.perf_counter() - t0
             train_sweep = strength_sweep(model, vector, train_items, strengths, sae=vsae, method=cfg.scoring)
-            if guard is not None:
-                _mark_fluency(model, vector, vsae, train_sweep, guard)
-            chosen = choose_strength(train_sweep)
+            within: bool | None = None
+            if guard is not None and cfg.max_ppl_ratio is not None:
+                picked = _calibrated_choice(model, vector, vsae, train_sweep, guard, cfg.max_ppl_ratio)
+                within = picked is not None
+                chosen = picked if picked is not None else choose_strength(train_sweep)
+                if not within:
+                    say(f"{country}: {method}: no strength keeps perplexity within ×{cfg.max_ppl_ratio:g}; "
+                        f"λ={chosen:g} is reported and marked as breaking the bound")
+            else:
+                chosen = choose_strength(train_sweep)
             test = strength_sweep(model, vector, test_items, strengths, sae=vsae, method=cfg.scoring)
             row: dict[str, Any] = {"strength": chosen, "sweep": test,
                                    "train_sweep": [{k: r[k] for k in ("strength", "overall", "fluent",
                                                                                      "guard_perplexity") if k in r}
                                                    for r in train_sweep],
                                    "at_strength": next(r for r in test if r["strength"] == chosen),
+                                   "within_bound": within,
                                    "seconds_build": round(built, 1), "seconds_total": 0.0,
                                    "vector_kind": vector.kind, "hooks": vector.hook_points}
             if preservation_inputs is not None:
@@ -247,14 +262,26 @@ def _guard_inputs(model: Any, cfg: CompareConfig, ratio: float, taken: Sequence[
     return {"texts": texts, "perplexity_unsteered": ppl, "max_perplexity": ratio * ppl}
 
 
-def _mark_fluency(model: Any, vector: SteeringVector, sae: Any | None, rows: list[dict[str, Any]],
-                  guard: dict[str, Any]) -> None:
-    from interp_steer.evaluation.preservation import text_perplexity
+def _calibrated_choice(model: Any, vector: SteeringVector, sae: Any | None, rows: list[dict[str, Any]],
+                       guard: dict[str, Any], ratio: float) -> float | None:
+    """The strength :func:`calibrate_strength` picks with the training rows' (RCA, accuracy) as its metric;
+    marks each row ``fluent`` / ``guard_perplexity`` (``None`` above the first strength that breaks the bound).
+    ``None`` when no strength is fluent."""
+    from interp_steer.evaluation.calibration import calibrate_strength
 
-    for r in rows:
-        ppl = text_perplexity(model, guard["texts"], vector, r["strength"], sae=sae).perplexity
-        r["guard_perplexity"] = ppl
-        r["fluent"] = ppl <= guard["max_perplexity"]
+    by_strength = {r["strength"]: r for r in rows}
+
+    def effect(lam: float) -> float:  # RCA first, accuracy to break ties (both in [0, 1])
+        o = by_strength[lam]["overall"]
+        return (o.get("rca") or 0.0) + 1e-3 * (o.get("accuracy") or 0.0)
+
+    cal = calibrate_strength(model, vector, effect, sae=sae, strengths=[r["strength"] for r in rows],
+                             texts=guard["texts"], max_ratio=ratio, bidirectional=False)
+    for c in cal.rows:
+        r = by_strength[c["strength"]]
+        r["guard_perplexity"] = None if c["ppl_ratio"] is None else c["ppl_ratio"] * cal.perplexity_unsteered
+        r["fluent"] = bool(c["fluent"])
+    return cal.strength
 
 
 def _preservation(model: Any, vector: SteeringVector, strength: float, sae: Any | None,
@@ -272,11 +299,15 @@ def summary_table(result: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"country": country, "method": "none", "strength": 0.0, "accuracy": o["accuracy"],
                      "acc_localized": o["acc_localized"], "acc_nonlocalized": o["acc_nonlocalized"],
                      "rca": o.get("rca"), "pnlg": o.get("pnlg")})
+        # the prompting reference: ask the localized question (it names the country) instead of steering
+        loc = o["acc_localized"]
+        rows.append({"country": country, "method": "prompt", "strength": None, "accuracy": loc,
+                     "acc_localized": loc, "acc_nonlocalized": loc, "rca": None, "pnlg": None})
         for method, row in entry["methods"].items():
             o = row["at_strength"]["overall"]
             out = {"country": country, "method": method, "strength": row["strength"], "accuracy": o["accuracy"],
                    "acc_localized": o["acc_localized"], "acc_nonlocalized": o["acc_nonlocalized"],
-                   "rca": o.get("rca"), "pnlg": o.get("pnlg")}
+                   "rca": o.get("rca"), "pnlg": o.get("pnlg"), "within_bound": row.get("within_bound")}
             pres = row.get("preservation")
             if pres:
                 out["ppl_shift"] = pres.get("perplexity_shift")
@@ -295,7 +326,11 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     head = "| country | method | λ | acc % | loc % | non-loc % | RCA % | PNLG | Δppl | Δknowledge acc % |"
     lines = [head, "|" + "---|" * 10]
     for r in rows:
-        lines.append(f"| {r['country']} | {r['method']} | {r['strength']:g} | {f(r['accuracy'])} | "
+        if r["strength"] is None:
+            lam = "–"
+        else:
+            lam = f"{r['strength']:g}" + (" (breaks the fluency bound)" if r.get("within_bound") is False else "")
+        lines.append(f"| {r['country']} | {r['method']} | {lam} | {f(r['accuracy'])} | "
                      f"{f(r['acc_localized'])} | {f(r['acc_nonlocalized'])} | {f(r['rca'])} | "
                      f"{f(r['pnlg'], False)} | {f(r.get('ppl_shift'), False)} | {f(r.get('knowledge_acc_shift'))} |")
     return "\n".join(lines)

@@ -67,3 +67,92 @@ def top_latents(vector: SteeringVector, sae: Any, model: Any | None = None, *, k
         latents.append(entry)
     return {"kind": vector.kind, "latents": latents, "n_nonzero": int((contribution > 0).sum()),
             "n_for_50pct": n_for(0.5), "n_for_90pct": n_for(0.9)}
+
+
+def _auroc(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """AUROC per column of ``pos`` [n_pos, k] against ``neg`` [n_neg, k] (Mann–Whitney, ties count half)."""
+    both = torch.cat([pos, neg]).float()
+    out = torch.empty(both.shape[1])
+    n_pos, n_neg = pos.shape[0], neg.shape[0]
+    for j in range(both.shape[1]):
+        col = both[:, j]
+        order = col.argsort()
+        ranks = torch.empty_like(col)
+        sorted_vals = col[order]
+        # average ranks over ties
+        uniq, inverse, counts = torch.unique_consecutive(sorted_vals, return_inverse=True, return_counts=True)
+        ends = counts.cumsum(0).float()
+        avg = ends - (counts.float() - 1) / 2
+        ranks[order] = avg[inverse]
+        u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2
+        out[j] = u / (n_pos * n_neg)
+    return out
+
+
+@torch.no_grad()
+def latent_auroc(model: Any, sae: Any, latents: list[int], positive: list[str], negative: list[str], *,
+                 max_length: int = 96, batch_size: int = 8) -> list[float]:
+    """How selective each latent is for the ``positive`` texts: the AUROC of its maximum activation per text
+    (special tokens excluded) on ``positive`` against ``negative`` texts. 0.5 = no selectivity, 1 = every
+    positive text activates it more than every negative one."""
+    from interp_steer.interpret.latents import _special_mask, encode_latents, hook_activations, tokenize_texts
+
+    if not positive or not negative:
+        raise InterpSteerError("latent_auroc needs positive and negative texts")
+    if not latents:
+        return []
+    hook = sae.cfg.metadata.hook_name
+    idx = torch.tensor(latents, dtype=torch.long)
+    maxima = []
+    texts = list(positive) + list(negative)
+    ids = tokenize_texts(model.tokenizer, texts, max_length)
+    pad = int(model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0)
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start : start + batch_size]
+        width = max(len(x) for x in chunk)
+        tokens = torch.full((len(chunk), width), pad, dtype=torch.long)
+        valid = torch.zeros(len(chunk), width, dtype=torch.bool)
+        for r, x in enumerate(chunk):
+            tokens[r, : len(x)] = torch.tensor(x)
+            valid[r, : len(x)] = True
+        tokens = tokens.to(model.cfg.device)
+        acts = encode_latents(sae, hook_activations(model, tokens, hook), idx).cpu()
+        keep = valid & ~_special_mask(tokens.cpu(), model.tokenizer)
+        acts = acts.masked_fill(~keep[..., None], 0.0)
+        maxima.append(acts.amax(1))
+    table = torch.cat(maxima)
+    return [float(x) for x in _auroc(table[: len(positive)], table[len(positive) :])]
+
+
+def culture_texts(country: str | None = None) -> dict[str, list[str]]:
+    """The culture set's questions with their correct option, per country (``{country: [text, ...]}``), for
+    selectivity checks: every split and both forms (localized questions name the country, others do not)."""
+    from interp_steer.data.loaders import load_culture
+
+    out: dict[str, list[str]] = {}
+    for it in load_culture():
+        out.setdefault(str(it.country), []).append(f"{it.question} {it.options[it.answer]}")
+    if country is not None and country not in out:
+        raise InterpSteerError(f"no culture texts for {country!r}; countries: {sorted(out)}")
+    return out
+
+
+def country_selectivity(model: Any, sae: Any, vector: SteeringVector, country: str, *, k: int = 8,
+                        threshold: float = 0.7, max_length: int = 96) -> dict[str, Any]:
+    """For the vector's top-``k`` latents: each one's AUROC for ``country``'s culture texts against the other
+    countries', and the share of the vector's decoded effect (``|v_i|·‖W_dec[i]‖``, all latents) carried by
+    latents with AUROC ≥ ``threshold`` (every non-zero latent is scored for the share, not only the top k)."""
+    texts = culture_texts(country)
+    positive = texts[country]
+    negative = [t for c, ts in texts.items() if c != country for t in ts]
+    ranked = top_latents(vector, sae, None, k=int(sae.cfg.d_sae))
+    all_latents = [entry["index"] for entry in ranked["latents"]]
+    contributions = [entry["contribution"] for entry in ranked["latents"]]
+    auroc = latent_auroc(model, sae, all_latents, positive, negative, max_length=max_length)
+    total = sum(contributions)
+    selective = sum(c for c, a in zip(contributions, auroc, strict=True) if a >= threshold)
+    top = [{**entry, "auroc": a} for entry, a in zip(ranked["latents"][:k], auroc[:k], strict=True)]
+    return {"country": country, "threshold": threshold, "n_scored": len(all_latents),
+            "selective_share": selective / total if total > 0 else 0.0,
+            "n_selective": sum(a >= threshold for a in auroc), "latents": top,
+            "n_positive_texts": len(positive), "n_negative_texts": len(negative)}

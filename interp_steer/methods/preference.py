@@ -53,31 +53,88 @@ METHODS = ("bipo", "yapo")
 
 @dataclass
 class PreferenceConfig:
-    """Settings of :func:`train_vector` (stored in the artifact's ``config``)."""
+    """Settings of :func:`train_vector` (stored in the artifact's ``config``).
+
+    Sparsity options (YaPO; each off by default, so the paper's method stays exact):
+
+    * ``support``: restrict ``v`` to a set of latents fixed before training — ``"active"`` (latents that fire
+      on at least ``support_min_freq`` of the training response tokens, capped at the ``support_size`` most
+      frequent) or ``"contrast"`` (the ``support_size`` latents with the largest ``|mean Enc(chosen) − mean
+      Enc(rejected)|`` over response tokens).
+    * ``prox_l1``: a proximal soft-threshold after every optimiser step, ``v ← sign(v)·max(|v| − prox_l1·lr, 0)``
+      (in units of the current learning rate: Adam moves a coordinate by ≈ lr per step whatever its gradient's
+      size, so a coordinate survives only where its gradient keeps one sign; an L1 term inside Adam would be
+      normalised away).
+    * ``top_k``: keep the ``top_k`` largest ``|v_i|`` after every step.
+    * ``max_edit_norm``: cap the norm of the decoded edit ``‖v·W_dec‖`` (BiPO: ``‖v‖``) after every step.
+
+    Selection: with held-out pairs the vector kept is the one with the lowest held-out loss (mean of the
+    ``+λ`` and ``−λ`` losses) among the evaluations (every ``eval_every`` steps, else every epoch, and at the
+    end); ``select="last"`` keeps the last step. The choice is recorded in the artifact's ``metrics``.
+    """
 
     method: str = "yapo"
     layer: int | None = None  # default: the SAE's layer (yapo) or the middle layer (bipo)
     hook: str | None = None  # default: blocks.{layer}.hook_resid_post (yapo: the SAE's hook)
+    preset: str | None = None  # the PRESETS entry the settings started from (recorded only)
     lr: float = 5e-4
     weight_decay: float = 0.0
     beta: float = 0.1
     strength: float = 1.0  # λ during training
     epochs: int = 1
-    batch_size: int = 4
-    max_steps: int | None = None
+    batch_size: int = 4  # pairs per forward (micro-batch)
+    grad_accum: int = 1  # micro-batches per optimiser step (effective batch = batch_size × grad_accum)
+    max_steps: int | None = None  # optimiser steps
     warmup_ratio: float = 0.1
+    warmup_steps: int | None = None  # overrides warmup_ratio
     grad_clip: float = 1.0
     seed: int = 0
     positions: str = "all"
-    l1_penalty: float = 0.0  # optional sparsification (off by default: the paper's method stays exact)
-    top_k: int | None = None  # optional projection onto the top-k entries after each step
+    l1_penalty: float = 0.0  # an L1 term in the loss (Adam normalises it away: prefer prox_l1)
+    top_k: int | None = None
+    prox_l1: float = 0.0
+    support: str | None = None  # None, "active" or "contrast"
+    support_size: int = 256
+    support_min_freq: float = 0.01
+    max_edit_norm: float | None = None
     eval_fraction: float = 0.1  # held-out share when no eval set is given
+    eval_every: int = 0  # steps between held-out evaluations; 0 = every epoch
+    select: str = "best"  # "best" (lowest held-out loss) or "last"
     checkpoint_every: int = 0  # steps; 0 = no checkpoints
     save_every_epoch: bool = False
     fast: bool = True
     cache_prefix: bool | None = None  # keep hook activations in memory (None: when under cache_limit_gb)
     cache_limit_gb: float = 2.0
     max_length: int = 512
+
+
+# The official YaPO/BiPO hyper-parameters (AdamW without weight decay, cosine schedule with 100 warm-up steps,
+# clipping 1.0, β 0.1, 4 pairs × 8 accumulation = 32 pairs per optimiser step, 20 epochs), and a preset for
+# a few hundred pairs on a CPU (fewer, larger steps; the kept vector is chosen on held-out pairs).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"lr": 5e-4, "weight_decay": 0.0, "warmup_steps": 100, "grad_clip": 1.0, "beta": 0.1,
+              "batch_size": 4, "grad_accum": 8, "epochs": 20, "strength": 1.0, "positions": "all"},
+    "small": {"lr": 1e-2, "weight_decay": 0.0, "warmup_ratio": 0.1, "grad_clip": 1.0, "beta": 0.1,
+              "batch_size": 4, "grad_accum": 1, "epochs": 2, "strength": 1.0, "positions": "all"},
+}
+# The sparse YaPO default (chosen from the Pareto table in the README): see PreferenceConfig's docstring.
+SPARSE_DEFAULT: dict[str, Any] = {"support": "contrast", "support_size": 256, "prox_l1": 0.5}
+
+
+def preference_config(preset: str | None = None, **overrides: Any) -> PreferenceConfig:
+    """A :class:`PreferenceConfig` from a preset (``"paper"``, ``"small"`` or ``None``) and field overrides."""
+    cfg = PreferenceConfig()
+    if preset is not None:
+        if preset not in PRESETS:
+            raise InterpSteerError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+        for key, value in PRESETS[preset].items():
+            setattr(cfg, key, value)
+        cfg.preset = preset
+    for key, value in overrides.items():
+        if not hasattr(cfg, key):
+            raise InterpSteerError(f"unknown training option {key!r}")
+        setattr(cfg, key, value)
+    return cfg
 
 
 @dataclass
@@ -303,9 +360,13 @@ def _prefix_fits(model: Any, data: PreparedPairs, cfg: PreferenceConfig) -> bool
 # ------------------------------------------------------------------------------------------ schedule/rng
 
 
-def lr_at(step: int, total: int, base: float, warmup_ratio: float) -> float:
-    """Linear warmup then cosine decay to zero (a function of the step alone: trivially resumable)."""
-    warmup = int(round(total * warmup_ratio))
+def lr_at(step: int, total: int, base: float, warmup_ratio: float, warmup_steps: int | None = None) -> float:
+    """Linear warm-up then cosine decay to zero (a function of the step alone: trivially resumable).
+
+    ``warmup_steps`` (else ``round(total · warmup_ratio)``) steps rise linearly to ``base``; step ``warmup``
+    is at ``base``; the cosine reaches zero at ``total``."""
+    warmup = warmup_steps if warmup_steps is not None else int(round(total * warmup_ratio))
+    warmup = min(warmup, total)
     if warmup and step < warmup:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
@@ -352,13 +413,16 @@ def evaluate_pairs(model: Any, data: PreparedPairs, intervention: Intervention, 
 
 
 def _save_checkpoint(path: Path, v: torch.Tensor, opt: torch.optim.Optimizer, step: int, epoch: int,
-                     order: list[int], cfg: PreferenceConfig) -> None:
+                     order: list[int], cfg: PreferenceConfig, best: dict[str, Any] | None = None) -> None:
     state = opt.state[opt.param_groups[0]["params"][0]]
     tensors = {"v": v.detach().cpu().contiguous()}
     if state:
         tensors.update(exp_avg=state["exp_avg"].cpu().contiguous(), exp_avg_sq=state["exp_avg_sq"].cpu().contiguous())
+    if best is not None:
+        tensors["best_v"] = best["v"].detach().cpu().contiguous()
     meta = {"step": step, "epoch": epoch, "order": order, "adam_step": float(state["step"]) if state else 0.0,
-            "config": asdict(cfg), "torch_rng": torch.get_rng_state().tolist()}
+            "config": asdict(cfg), "torch_rng": torch.get_rng_state().tolist(),
+            "best": None if best is None else {"step": best["step"], "value": best["value"]}}
     save_safetensors_atomic(tensors, path / "checkpoint.safetensors", metadata={"interp_steer_ckpt": json.dumps(meta)})
 
 
@@ -422,6 +486,7 @@ def train_vector(
     eval_data: Sequence[PreferenceExample] | None = None,
     output_dir: str | Path | None = None,
     config: PreferenceConfig | None = None,
+    preset: str | None = None,
     resume: bool = True,
     progress: bool = True,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
@@ -429,17 +494,23 @@ def train_vector(
 ) -> TrainResult:
     """Train a BiPO (``method="bipo"``) or YaPO (``method="yapo"``, needs ``sae``) steering vector.
 
-    ``overrides`` set :class:`PreferenceConfig` fields (``layer=``, ``lr=``, ``epochs=``, ``batch_size=``...).
-    With ``output_dir``: per-step ``log.jsonl``, ``curves.html``, ``vector.safetensors`` (+ per epoch with
-    ``save_every_epoch``) and, with ``checkpoint_every``, a checkpoint from which a killed run resumes exactly.
-    ``callback(step, record)`` is called after every optimisation step (and after its checkpoint).
+    ``preset`` (``"paper"``, ``"small"``; see :data:`PRESETS`) sets the starting hyper-parameters;
+    ``overrides`` set :class:`PreferenceConfig` fields (``layer=``, ``lr=``, ``epochs=``, ``batch_size=``,
+    ``prox_l1=``, ``support=``...). The returned vector is the one with the lowest held-out loss among the
+    evaluations (``select="best"``, the default) or the last one (``select="last"``); ``metrics["selected"]``
+    records which. With ``output_dir``: per-step ``log.jsonl``, ``curves.html``, ``vector.safetensors`` (+ per
+    epoch with ``save_every_epoch``) and, with ``checkpoint_every``, a checkpoint from which a killed run resumes
+    exactly. ``callback(step, record)`` is called after every optimisation step (and after its checkpoint).
     """
-    cfg = config or PreferenceConfig()
+    if config is not None and preset is not None:
+        raise InterpSteerError("pass either config= or preset=, not both")
+    cfg = config or preference_config(preset)
     cfg.method = method
     for key, value in overrides.items():
         if not hasattr(cfg, key):
             raise InterpSteerError(f"unknown training option {key!r}")
         setattr(cfg, key, value)
+    _check_config(cfg)
     hook = _resolve(model, cfg, sae)
     if eval_data is None:
         train_ex, eval_ex = split_examples(data, cfg.eval_fraction, cfg.seed)
@@ -451,19 +522,27 @@ def train_vector(
     if held is not None:
         compute_reference_logp(model, held, hook, cache_prefix=_prefix_fits(model, held, cfg))
 
-    width = int(sae.cfg.d_sae) if sae is not None and cfg.method == "yapo" else int(model.cfg.d_model)
+    yapo = cfg.method == "yapo"
+    width = int(sae.cfg.d_sae) if sae is not None and yapo else int(model.cfg.d_model)
     device = model.cfg.device
     v = torch.zeros(width, device=device, dtype=torch.float32, requires_grad=True)
+    support = latent_support(model, sae, train, hook, cfg) if (yapo and cfg.support) else None
     opt = torch.optim.AdamW([v], lr=cfg.lr, weight_decay=cfg.weight_decay)
     intervention = make_intervention(cfg.method, v, sae)
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    per_step = cfg.batch_size * cfg.grad_accum
+    steps_per_epoch = math.ceil(len(train) / per_step)
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
+    decoder = sae.W_dec.detach().float() if (yapo and sae is not None) else None
 
     out_dir = Path(output_dir) if output_dir else None
     ckpt_dir = out_dir / "checkpoint" if out_dir else None
-    step, history, evals = 0, [], []
+    step = 0
+    history: list[dict[str, Any]] = []
+    evals: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None  # {"step", "value", "v"}
+    resumed_from: int | None = None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     loaded = _load_checkpoint(ckpt_dir) if (ckpt_dir is not None and resume) else None
@@ -474,9 +553,12 @@ def train_vector(
         if "exp_avg" in tensors:
             opt.state[v] = {"step": torch.tensor(meta["adam_step"]), "exp_avg": tensors["exp_avg"].to(device),
                             "exp_avg_sq": tensors["exp_avg_sq"].to(device)}
-        step = int(meta["step"])
+        step = resumed_from = int(meta["step"])
         torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
-        history = _read_log(out_dir / "log.jsonl", step) if out_dir else []
+        if "best_v" in tensors and meta.get("best") is not None:
+            best = {**meta["best"], "v": tensors["best_v"].to(device)}
+        if out_dir:
+            history, evals = _read_log(out_dir / "log.jsonl", step)
     elif out_dir is not None:
         (out_dir / "log.jsonl").write_text("")
 
@@ -487,27 +569,35 @@ def train_vector(
         while step < total:
             epoch, offset = divmod(step, steps_per_epoch)
             order = epoch_order(cfg.seed, epoch, len(train))
-            idx = order[offset * cfg.batch_size : (offset + 1) * cfg.batch_size]
+            idx = order[offset * per_step : (offset + 1) * per_step]
             direction = direction_at(cfg.seed, step)
-            lr = lr_at(step, total, cfg.lr, cfg.warmup_ratio)
+            lr = lr_at(step, total, cfg.lr, cfg.warmup_ratio, cfg.warmup_steps)
             for group in opt.param_groups:
                 group["lr"] = lr
             t0 = time.perf_counter()
-            loss, logits = step_fn(model, train, idx, intervention, hook, direction, cfg.strength, cfg.beta,
-                                   cfg.positions)
-            total_loss = loss + cfg.l1_penalty * v.abs().sum() if cfg.l1_penalty else loss
             opt.zero_grad(set_to_none=True)
-            total_loss.backward()
+            losses, all_logits = [], []
+            micro = [idx[i : i + cfg.batch_size] for i in range(0, len(idx), cfg.batch_size)]
+            for chunk in micro:  # gradient accumulation: the mean over the step's pairs
+                loss, logits = step_fn(model, train, chunk, intervention, hook, direction, cfg.strength, cfg.beta,
+                                       cfg.positions)
+                part = loss * (len(chunk) / len(idx))
+                if cfg.l1_penalty:
+                    part = part + cfg.l1_penalty * v.abs().sum() / len(micro)
+                part.backward()
+                losses.append(float(loss.detach()) * len(chunk))
+                all_logits.append(logits.detach())
             if cfg.grad_clip:
                 grad_norm = float(torch.nn.utils.clip_grad_norm_([v], cfg.grad_clip))
             else:
                 grad_norm = float(v.grad.norm()) if v.grad is not None else 0.0
             opt.step()
-            if cfg.top_k is not None:
-                _project_top_k(v, cfg.top_k)
+            _constrain(v, cfg, lr, support, decoder)
             step += 1
-            record = {"step": step, "epoch": epoch, "loss": loss.item(), "pref_acc": float((logits > 0).float().mean()),
-                      "direction": direction, "lr": lr, "grad_norm": grad_norm, "v_norm": float(v.detach().norm()),
+            logits = torch.cat(all_logits)
+            record = {"step": step, "epoch": epoch, "loss": sum(losses) / len(idx),
+                      "pref_acc": float((logits > 0).float().mean()), "direction": direction, "lr": lr,
+                      "grad_norm": grad_norm, "v_norm": float(v.detach().norm()),
                       "nnz": int((v.detach() != 0).sum()), "seconds": time.perf_counter() - t0}
             history.append(record)
             if log_fh:
@@ -516,29 +606,133 @@ def train_vector(
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['pref_acc']:.2f}")
             epoch_done = step % steps_per_epoch == 0 or step == total
-            if epoch_done and held is not None:
-                ev = {"step": step, "epoch": epoch,
+            due = (step % cfg.eval_every == 0 or step == total) if cfg.eval_every else epoch_done
+            if due and held is not None:
+                ev = {"step": step, "epoch": epoch, "nnz": record["nnz"],
                       **evaluate_pairs(model, held, make_intervention(cfg.method, v.detach(), sae), hook,
                                        cfg.strength, cfg.beta, cfg.positions)}
+                ev["loss"] = (ev["loss_plus"] + ev["loss_minus"]) / 2
                 evals.append(ev)
+                if best is None or ev["loss"] < best["value"]:
+                    best = {"step": step, "value": ev["loss"], "v": v.detach().clone()}
                 if log_fh:
                     log_fh.write(json.dumps({"eval": ev}) + "\n")
                     log_fh.flush()
             if epoch_done and cfg.save_every_epoch and out_dir is not None:
                 _artifact(model, sae, cfg, hook, v, history, evals).save(out_dir / f"vector_epoch{epoch + 1}")
             if ckpt_dir is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                _save_checkpoint(ckpt_dir, v, opt, step, epoch, order, cfg)
+                _save_checkpoint(ckpt_dir, v, opt, step, epoch, order, cfg, best)
             if callback is not None:
                 callback(step, record)
     finally:
         bar.close()
         if log_fh:
             log_fh.close()
-    vector = _artifact(model, sae, cfg, hook, v, history, evals)
+    if cfg.select == "best" and best is not None:
+        kept, selected = best["v"], {"step": best["step"], "criterion": "heldout_loss", "value": best["value"]}
+    else:
+        reason = "select='last'" if cfg.select == "last" else "no held-out pairs"
+        kept, selected = v.detach(), {"step": step, "criterion": "last", "reason": reason}
+    if resumed_from is not None:
+        selected["resumed_from_step"] = resumed_from
+    if support is not None:
+        selected["support_size"] = int(support.numel())
+    vector = _artifact(model, sae, cfg, hook, kept, history, evals, selected)
     if out_dir is not None:
         vector.save(out_dir / "vector")
         write_curves(history, evals, out_dir / "curves.html", title=f"{cfg.method} on {hook}")
     return TrainResult(vector, history, evals, out_dir)
+
+
+def _check_config(cfg: PreferenceConfig) -> None:
+    def bad(msg: str) -> InterpSteerError:
+        return InterpSteerError(f"invalid training option: {msg}")
+
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise bad(f"lr must be a positive finite number, got {cfg.lr}")
+    for name in ("batch_size", "grad_accum", "epochs"):
+        if int(getattr(cfg, name)) < 1:
+            raise bad(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise bad(f"max_steps must be >= 1, got {cfg.max_steps}")
+    if cfg.warmup_steps is not None and cfg.warmup_steps < 0:
+        raise bad(f"warmup_steps must be >= 0, got {cfg.warmup_steps}")
+    if cfg.select not in ("best", "last"):
+        raise bad(f"select must be 'best' or 'last', got {cfg.select!r}")
+    if cfg.support not in (None, "active", "contrast"):
+        raise bad(f"support must be None, 'active' or 'contrast', got {cfg.support!r}")
+    if cfg.support is not None and cfg.method != "yapo":
+        raise bad("support= restricts SAE latents: YaPO only")
+    if cfg.support_size < 1:
+        raise bad(f"support_size must be >= 1, got {cfg.support_size}")
+    if not (math.isfinite(cfg.prox_l1) and cfg.prox_l1 >= 0):
+        raise bad(f"prox_l1 must be >= 0, got {cfg.prox_l1}")
+    if cfg.top_k is not None and cfg.top_k < 1:
+        raise bad(f"top_k must be >= 1, got {cfg.top_k}")
+    if cfg.max_edit_norm is not None and not (math.isfinite(cfg.max_edit_norm) and cfg.max_edit_norm > 0):
+        raise bad(f"max_edit_norm must be a positive finite number, got {cfg.max_edit_norm}")
+    if cfg.eval_every < 0:
+        raise bad(f"eval_every must be >= 0, got {cfg.eval_every}")
+
+
+def _constrain(v: torch.Tensor, cfg: PreferenceConfig, lr: float, support: torch.Tensor | None,
+               decoder: torch.Tensor | None) -> None:
+    """The sparsity and norm constraints after an optimiser step (support, soft-threshold, top-k, edit cap)."""
+    with torch.no_grad():
+        if support is not None:
+            keep = torch.zeros_like(v, dtype=torch.bool)
+            keep[support] = True
+            v.masked_fill_(~keep, 0.0)
+        if cfg.prox_l1:
+            v.copy_(torch.sign(v) * torch.clamp(v.abs() - cfg.prox_l1 * lr, min=0.0))
+        if cfg.top_k is not None:
+            _project_top_k(v, cfg.top_k)
+        if cfg.max_edit_norm is not None:
+            edit = float((v @ decoder).norm()) if decoder is not None else float(v.norm())
+            if edit > cfg.max_edit_norm:
+                v.mul_(cfg.max_edit_norm / edit)
+
+
+@torch.no_grad()
+def latent_support(model: Any, sae: Any, data: PreparedPairs, hook: str, cfg: PreferenceConfig,
+                   batch_size: int = 8) -> torch.Tensor:
+    """Latent indices YaPO may use (``cfg.support``), from the SAE codes of the training response tokens."""
+    fwd = _Forward(model, hook)
+    d_sae = int(sae.cfg.d_sae)
+    fires = torch.zeros(2, d_sae)  # chosen, rejected: number of response tokens where the latent fires
+    sums = torch.zeros(2, d_sae)
+    counts = [0, 0]
+    for start in range(0, len(data.ids), batch_size):
+        seqs = list(range(start, min(start + batch_size, len(data.ids))))
+        tokens, mask, starts = _batch_tokens(model, data, seqs)
+        if data.prefix is not None:
+            h = _cached_prefix(data, seqs, tokens.shape[1], tokens.device)
+        elif fwd.split is not None:
+            h = fwd.prefix(tokens)
+        else:
+            _, cache = model.run_with_cache(tokens, names_filter=[hook])
+            h = cache[hook]
+        codes = sae.encode(h.to(sae.dtype)).float().cpu()
+        for row, j in enumerate(seqs):
+            n = int(mask[row].sum())
+            c = codes[row, int(starts[row]) : n]
+            side = j % 2
+            fires[side] += (c > 0).float().sum(0)
+            sums[side] += c.sum(0)
+            counts[side] += c.shape[0]
+    freq = fires.sum(0) / max(1, sum(counts))
+    if cfg.support == "active":
+        active = torch.nonzero(freq >= cfg.support_min_freq).flatten()
+        if active.numel() > cfg.support_size:
+            active = active[freq[active].topk(cfg.support_size).indices]
+        idx = active
+    else:
+        contrast = (sums[0] / max(1, counts[0]) - sums[1] / max(1, counts[1])).abs()
+        k = min(cfg.support_size, int((contrast > 0).sum()))
+        idx = contrast.topk(k).indices if k else torch.zeros(0, dtype=torch.long)
+    if idx.numel() == 0:
+        raise InterpSteerError(f"support={cfg.support!r} selected no latents on the training responses")
+    return torch.sort(idx).values.to(model.cfg.device)
 
 
 def _project_top_k(v: torch.Tensor, k: int) -> None:
@@ -550,11 +744,11 @@ def _project_top_k(v: torch.Tensor, k: int) -> None:
             v.masked_fill_(~mask, 0.0)
 
 
-def _read_log(path: Path, upto: int) -> list[dict[str, Any]]:
-    """Training records up to ``upto`` (a resumed run rewrites the log without the lost tail)."""
+def _read_log(path: Path, upto: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Training and eval records up to step ``upto`` (a resumed run rewrites the log without the lost tail)."""
     if not path.is_file():
-        return []
-    rows = []
+        return [], []
+    rows, evals = [], []
     for line in path.read_text().splitlines():
         try:
             row = json.loads(line)
@@ -562,17 +756,24 @@ def _read_log(path: Path, upto: int) -> list[dict[str, Any]]:
             continue
         if "step" in row and row["step"] <= upto:
             rows.append(row)
+        elif "eval" in row and row["eval"].get("step", upto + 1) <= upto:
+            rows.append(row)
+            evals.append(row["eval"])
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return rows
+    return [r for r in rows if "step" in r], evals
 
 
 def _artifact(model: Any, sae: Any | None, cfg: PreferenceConfig, hook: str, v: torch.Tensor,
-              history: list[dict[str, Any]], evals: list[dict[str, Any]]) -> SteeringVector:
+              history: list[dict[str, Any]], evals: list[dict[str, Any]],
+              selected: dict[str, Any] | None = None) -> SteeringVector:
     from interp_steer.saes import sae_reference
 
     tensor = v.detach().float().cpu().clone()
     last = history[-1] if history else {}
-    metrics = {"steps": len(history), "final_loss": last.get("loss"), "evals": evals}
+    metrics = {"steps": len(history), "final_loss": last.get("loss"), "evals": evals,
+               "nnz": int((tensor != 0).sum())}
+    if selected is not None:
+        metrics["selected"] = selected
     if cfg.method == "yapo":
         return SteeringVector("yapo", "sae", {hook: {"latent": tensor}}, model_fingerprint(model).to_dict(),
                               sae=sae_reference(sae).to_dict(), positions=cfg.positions, config=asdict(cfg),

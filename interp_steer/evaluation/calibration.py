@@ -1,0 +1,161 @@
+"""Strength calibration bounded by fluency: the one place a steering strength λ is chosen.
+
+:func:`calibrate_strength` measures, for each λ of a grid (ascending), the perplexity of held-out general text
+steered at ``+λ`` (and ``−λ`` when ``bidirectional``) divided by the unsteered perplexity. A strength is
+*fluent* when every measured ratio is ``≤ max_ratio`` (default 1.2). Among the fluent strengths it returns the
+one with the largest ``effect(λ)`` — the user's metric, computed on training or validation data, never on the
+test items — or, with no metric, the largest fluent λ. The grid is walked upwards and stops at the first
+strength that breaks the bound (larger ones are reported as not measured). When no strength is fluent the
+result has ``strength=None``: callers must say so instead of presenting a result at a failing λ.
+
+The calibration texts are held-out corpus documents disjoint from the default preservation texts
+(:func:`interp_steer.evaluation.preservation.default_texts`), so a perplexity ratio reported at the chosen λ on
+the preservation texts stays an independent check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from interp_steer.errors import InterpSteerError
+from interp_steer.steering.vector import SteeringVector
+
+DEFAULT_STRENGTHS: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+DEFAULT_MAX_RATIO = 1.2
+
+
+@dataclass
+class Calibration:
+    """The calibrated strength, its worst perplexity ratio and effect, and every measured row."""
+
+    strength: float | None  # None: no strength of the grid stays within the bound
+    ppl_ratio: float | None  # the worst measured ratio (over directions) at ``strength``
+    effect: float | None  # effect(strength), when a metric was given
+    max_ratio: float
+    bidirectional: bool
+    perplexity_unsteered: float
+    n_texts: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        return self.strength is not None
+
+    def describe(self) -> str:
+        """One line for logs and reports."""
+        if self.strength is None:
+            tried = [r["strength"] for r in self.rows if r.get("ppl_ratio") is not None]
+            return (f"no strength keeps held-out perplexity within ×{self.max_ratio:g} of the unsteered model "
+                    f"(tried {', '.join(f'{s:g}' for s in tried)})")
+        eff = "" if self.effect is None else f", effect {self.effect:+.3f}"
+        return f"λ = {self.strength:g} (perplexity ×{self.ppl_ratio:.3f} ≤ ×{self.max_ratio:g}{eff})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def calibration_texts(tokenizer: Any | None = None, n: int = 16, *, exclude: Sequence[str] | None = None,
+                      seed: int = 1) -> list[str]:
+    """``n`` held-out corpus documents for calibration, none of them among ``exclude`` (default: the default
+    preservation texts, so the two perplexity checks never share a document)."""
+    from interp_steer.evaluation.preservation import default_texts
+
+    if n < 1:
+        raise InterpSteerError(f"the calibration needs at least one text, got n={n}")
+    taken = set(default_texts(tokenizer=tokenizer) if exclude is None else exclude)
+    pool = default_texts(n + len(taken), seed=seed, tokenizer=tokenizer)
+    texts = [t for t in pool if t not in taken][:n]
+    if not texts:
+        raise InterpSteerError("no held-out documents are left for the strength calibration")
+    return texts
+
+
+def calibrate_strength(
+    model: Any,
+    vector: SteeringVector,
+    effect: Callable[[float], float] | None = None,
+    *,
+    sae: Any | None = None,
+    strengths: Sequence[float] = DEFAULT_STRENGTHS,
+    texts: Sequence[str] | None = None,
+    max_ratio: float = DEFAULT_MAX_RATIO,
+    bidirectional: bool = True,
+    max_tokens: int = 128,
+    n_texts: int = 16,
+    log: Callable[[str], None] | None = None,
+) -> Calibration:
+    """The strongest-effect λ of ``strengths`` whose held-out perplexity ratio stays ``≤ max_ratio``.
+
+    ``effect(λ)`` is the metric to maximise (e.g. the validation shift ``p(+λ) − p(−λ)``); it is only called on
+    fluent strengths. ``bidirectional``: the bound must hold at ``−λ`` too (for vectors used both ways).
+    ``texts``: the calibration documents (default :func:`calibration_texts`).
+    """
+    from interp_steer.evaluation.preservation import text_perplexity
+
+    if not (math.isfinite(max_ratio) and max_ratio > 1.0):
+        raise InterpSteerError(f"max_ratio must be a finite perplexity ratio above 1, got {max_ratio}")
+    grid = sorted({float(s) for s in strengths})
+    if not grid or any(not math.isfinite(s) or s <= 0 for s in grid):
+        raise InterpSteerError(f"strengths must be positive finite numbers, got {list(strengths)}")
+    docs = list(texts) if texts is not None else calibration_texts(model.tokenizer, n_texts)
+    if not docs:
+        raise InterpSteerError("no texts for the strength calibration")
+    say = log or (lambda _msg: None)
+    vsae = sae if vector.kind == "sae" else None
+    base = text_perplexity(model, docs, max_tokens=max_tokens).perplexity
+    rows: list[dict[str, Any]] = []
+    broken = False
+    for lam in grid:
+        row: dict[str, Any] = {"strength": lam, "ppl_ratio_plus": None, "ppl_ratio_minus": None,
+                               "ppl_ratio": None, "fluent": None, "effect": None}
+        if not broken:
+            signs = (1.0, -1.0) if bidirectional else (1.0,)
+            for sign in signs:
+                ppl = text_perplexity(model, docs, vector, sign * lam, sae=vsae, max_tokens=max_tokens).perplexity
+                ratio = ppl / base if math.isfinite(ppl) else math.inf
+                row["ppl_ratio_plus" if sign > 0 else "ppl_ratio_minus"] = ratio
+                if ratio > max_ratio:
+                    break  # one direction already fails: the other need not be measured
+            measured = [r for r in (row["ppl_ratio_plus"], row["ppl_ratio_minus"]) if r is not None]
+            row["ppl_ratio"] = max(measured)
+            row["fluent"] = row["ppl_ratio"] <= max_ratio
+            broken = not row["fluent"]
+            if row["fluent"] and effect is not None:
+                value = float(effect(lam))
+                if not math.isfinite(value):
+                    raise InterpSteerError(f"the calibration metric returned {value} at λ = {lam:g}")
+                row["effect"] = value
+            say(f"calibration λ={lam:g}: perplexity ×{row['ppl_ratio']:.3f}"
+                + ("" if row["effect"] is None else f", effect {row['effect']:+.4f}"))
+        rows.append(row)
+    fluent = [r for r in rows if r["fluent"]]
+    if not fluent:
+        return Calibration(None, None, None, max_ratio, bidirectional, base, len(docs), rows)
+    if effect is None:
+        best = fluent[-1]
+    else:  # the largest effect; the smaller λ on ties
+        best = max(fluent, key=lambda r: (r["effect"], -r["strength"]))
+    return Calibration(best["strength"], best["ppl_ratio"], best["effect"], max_ratio, bidirectional, base,
+                       len(docs), rows)
+
+
+def fluency_check(model: Any, vector: SteeringVector, strength: float, *, sae: Any | None = None,
+                  texts: Sequence[str] | None = None, max_ratio: float = DEFAULT_MAX_RATIO, max_tokens: int = 128,
+                  n_texts: int = 8) -> dict[str, Any]:
+    """The held-out perplexity ratio at one strength and whether it keeps the bound (``{"strength",
+    "ppl_ratio", "max_ratio", "within_bound", "n_texts"}``): what a command reports next to a result at a λ
+    the user chose."""
+    from interp_steer.evaluation.preservation import text_perplexity
+
+    if not math.isfinite(strength):
+        raise InterpSteerError(f"strength must be a finite number, got {strength}")
+    docs = list(texts) if texts is not None else calibration_texts(model.tokenizer, n_texts)
+    vsae = sae if vector.kind == "sae" else None
+    base = text_perplexity(model, docs, max_tokens=max_tokens).perplexity
+    ppl = text_perplexity(model, docs, vector, strength, sae=vsae, max_tokens=max_tokens).perplexity
+    ratio = ppl / base if math.isfinite(ppl) else math.inf
+    return {"strength": float(strength), "ppl_ratio": ratio if math.isfinite(ratio) else None,
+            "max_ratio": max_ratio, "within_bound": bool(ratio <= max_ratio), "n_texts": len(docs)}

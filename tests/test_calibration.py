@@ -1,0 +1,69 @@
+"""Strength calibration bounded by fluency: never a λ above the bound, the best effect among fluent ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp_steer.errors import InterpSteerError
+from interp_steer.evaluation.calibration import calibrate_strength
+from interp_steer.evaluation.preservation import text_perplexity
+from interp_steer.models import model_fingerprint
+from interp_steer.steering.vector import SteeringVector
+
+from .conftest import TINY_HOOK
+
+TEXTS = ["The river runs past the old mill and into the town.", "She bought bread, milk and two apples.",
+         "Water boils at one hundred degrees Celsius at sea level.", "The meeting was moved to Thursday morning."]
+
+
+def _dense(model, norm: float, seed: int = 0) -> SteeringVector:
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(model.cfg.d_model, generator=g)
+    v = v / v.norm() * norm
+    return SteeringVector("caa", "dense", {TINY_HOOK: {"vector": v}}, model_fingerprint(model).to_dict())
+
+
+@pytest.mark.parametrize("max_ratio", [1.05, 1.2, 1.5])
+def test_calibration_never_returns_a_strength_above_the_bound(tiny_model, max_ratio):
+    vec = _dense(tiny_model, 2.0)
+    grid = [0.25, 0.5, 1, 2, 4, 8, 16, 32]
+    cal = calibrate_strength(tiny_model, vec, texts=TEXTS, strengths=grid, max_ratio=max_ratio, max_tokens=32)
+    assert cal.found, cal.describe()
+    base = text_perplexity(tiny_model, TEXTS, max_tokens=32).perplexity
+    for sign in (1, -1):  # recomputed independently: both directions within the bound
+        ratio = text_perplexity(tiny_model, TEXTS, vec, sign * cal.strength, max_tokens=32).perplexity / base
+        assert ratio <= max_ratio + 1e-9
+    assert cal.ppl_ratio <= max_ratio
+    # without a metric it is the largest fluent strength: the next one of the grid breaks the bound
+    nxt = [r for r in cal.rows if r["strength"] > cal.strength]
+    assert nxt and nxt[0]["fluent"] is False
+    assert all(r["ppl_ratio"] is None for r in nxt[1:])  # the walk stops at the first failing strength
+
+
+def test_calibration_maximises_the_metric_among_fluent_strengths_only(tiny_model):
+    vec = _dense(tiny_model, 2.0, seed=1)
+    calls: list[float] = []
+
+    def effect(lam: float) -> float:  # peaks at λ = 1, and would keep growing beyond the bound
+        calls.append(lam)
+        return -abs(lam - 1.0) if lam <= 1.0 else 10.0 * lam
+
+    cal = calibrate_strength(tiny_model, vec, effect, texts=TEXTS, strengths=[0.25, 0.5, 1, 64], max_ratio=1.2,
+                             max_tokens=32)
+    assert 64.0 not in calls  # the metric is never computed at a strength that breaks the bound
+    assert cal.strength == 1.0 and cal.effect == 0.0
+    one_way = calibrate_strength(tiny_model, vec, texts=TEXTS, strengths=[0.5, 1], bidirectional=False,
+                                 max_tokens=32)
+    assert all(r["ppl_ratio_minus"] is None for r in one_way.rows)
+
+
+def test_no_fluent_strength_is_reported_not_hidden(tiny_model):
+    huge = _dense(tiny_model, 500.0)
+    cal = calibrate_strength(tiny_model, huge, texts=TEXTS, strengths=[1, 2], max_tokens=32)
+    assert cal.strength is None and not cal.found
+    assert "no strength keeps held-out perplexity" in cal.describe()
+    for bad in ({"max_ratio": 1.0}, {"max_ratio": float("nan")}, {"strengths": []}, {"strengths": [0.5, -1]},
+                {"strengths": [float("inf")]}):
+        with pytest.raises(InterpSteerError):
+            calibrate_strength(tiny_model, huge, texts=TEXTS, **bad)
