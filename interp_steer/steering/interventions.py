@@ -286,6 +286,32 @@ def _hf_layers(hf_model: Any) -> Any:
     return layers
 
 
+def _hf_past_length(args: Any, kwargs: dict[str, Any]) -> int:
+    """Tokens already in the KV cache when the HF base model's ``forward`` is called (the absolute index of
+    this forward's first position).
+
+    The cache kwarg is ``past_key_values`` in older transformers and ``cache`` in newer ones (the rename in the
+    5.x series; ``generate`` passes only the new name, so reading only the old one saw no cache and steered
+    every decoding step as position 0); a legacy tuple cache has no ``get_seq_length``. If no cache is found, the 2-D attention mask (which ``generate``
+    keeps covering past + current tokens) gives the same number; a fresh forward without either is at 0.
+    """
+    for name in ("cache", "past_key_values"):
+        cache = kwargs.get(name)
+        if cache is None:
+            continue
+        if hasattr(cache, "get_seq_length"):
+            return int(cache.get_seq_length())
+        if isinstance(cache, (tuple, list)) and cache and cache[0] is not None:
+            return int(cache[0][0].shape[-2])
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    if ids is None:
+        ids = kwargs.get("inputs_embeds")
+    mask = kwargs.get("attention_mask")
+    if ids is not None and isinstance(mask, torch.Tensor) and mask.ndim == 2:
+        return max(int(mask.shape[1]) - int(ids.shape[1]), 0)
+    return 0
+
+
 def attach_hf(hf_model: Any, handle: SteeringHandle) -> None:
     """Register the interventions of ``handle`` on the HF twin (same objects, same math).
 
@@ -312,8 +338,7 @@ def attach_hf(hf_model: Any, handle: SteeringHandle) -> None:
             raise NotMappable(hook)
 
     def offset_hook(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        cache = kwargs.get("past_key_values")
-        handle.state.offset = int(cache.get_seq_length()) if cache is not None else 0
+        handle.state.offset = _hf_past_length(args, kwargs)
 
     handle._handles.append(hf_model.model.register_forward_pre_hook(offset_hook, with_kwargs=True))
     for module, where, hook in plan:
