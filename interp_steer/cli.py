@@ -438,7 +438,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise InterpSteerError(f"--max-ppl-ratio must be a perplexity ratio above 1, got {args.max_ppl_ratio}")
     if args.strength and any(not (math.isfinite(x) and x > 0) for x in args.strength):
         raise InterpSteerError(f"--strength values must be positive numbers, got {args.strength}")
-    run_demo(args.country, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, sparse=not args.exact,
+    run_demo(args.country, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, sparse=args.sparse,
              max_ratio=args.max_ppl_ratio, strengths=tuple(args.strength) if args.strength else None,
              output_dir=args.output_dir, seed=args.seed)
     return 0
@@ -451,15 +451,16 @@ def _positive(value: int, name: str) -> None:
 
 def _add_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="learn a YaPO vector on the embedded default and explain it",
-                       description="Learn a sparse YaPO vector for one country of the culture set on the embedded "
+                       description="Learn a YaPO vector for one country of the culture set on the embedded "
                                    "model, choose λ on validation pairs under a perplexity bound, show held-out "
                                    "MCQ accuracy and generations steered vs unsteered, and its SAE latents with "
                                    "their country selectivity.")
     p.add_argument("--country", default="morocco", choices=["egypt", "morocco", "india", "mexico", "brazil", "uk"])
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the 'small' preset's)")
-    p.add_argument("--exact", action="store_true", help="the exact YaPO method (no sparsity options)")
+    p.add_argument("--sparse", action="store_true",
+                   help="add the sparse options (methods.preference.SPARSE_DEFAULT; see the README's efficacy table)")
     p.add_argument("--max-ppl-ratio", type=float, default=1.2,
                    help="fluency bound: held-out perplexity steered / unsteered (default 1.2)")
     p.add_argument("--strength", type=float, action="append",

@@ -1,4 +1,5 @@
-"""The main job on the embedded default: learn a sparse YaPO vector for one country of the culture set, choose its
+"""The main job on the embedded default: learn a YaPO vector (exact by default; ``sparse=True`` adds
+:data:`~interp_steer.methods.preference.SPARSE_DEFAULT`, which the efficacy benchmark found too aggressive) for one country of the culture set, choose its
 strength on validation data under a fluency bound, then show held-out MCQ accuracy and generations with and
 without steering, and which SAE latents the vector uses — with each latent's country selectivity.
 
@@ -26,10 +27,12 @@ def _split_stems(items: list[Any], fraction: float, seed: int) -> tuple[list[Any
             [it for it in items if it.metadata["stem_id"] in held])
 
 
-def run_demo(country: str = "morocco", *, epochs: int = 4, batch_size: int = 4, lr: float | None = None,
-             sparse: bool = True, max_ratio: float = 1.2, strengths: tuple[float, ...] | None = None,
+def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, lr: float | None = None,
+             sparse: bool = False, max_ratio: float = 1.2, strengths: tuple[float, ...] | None = None,
              n_generations: int = 4, max_new_tokens: int = 40, output_dir: str | Path = "runs/demo",
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, model: Any | None = None, sae: Any | None = None) -> dict[str, Any]:
+    """Run the demo (see the module docstring); ``model``/``sae`` default to the embedded model and its
+    shipped SAE. Writes ``demo.json`` and the vector under ``output_dir`` and returns the summary."""
     from interp_steer.data.loaders import culture_preferences, load_culture
     from interp_steer.evaluation.behaviour import pair_probability
     from interp_steer.evaluation.calibration import DEFAULT_STRENGTHS, calibrate_strength
@@ -46,8 +49,8 @@ def run_demo(country: str = "morocco", *, epochs: int = 4, batch_size: int = 4, 
     out = Path(output_dir)
     t0 = time.perf_counter()
     print("[1/6] loading the embedded SmolLM2-135M-Instruct and its shipped SAE ...", flush=True)
-    model = load_model()
-    sae = load_sae(model=model)
+    model = model if model is not None else load_model()
+    sae = sae if sae is not None else load_sae(model=model)
     train_items, val_items = _split_stems(load_culture(countries=country, split="train", seed=seed), 0.2, seed)
     test_items = load_culture(countries=country, split="test", seed=seed)
     forms = ("mcq", "open_ended")

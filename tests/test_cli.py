@@ -62,3 +62,26 @@ def test_generate_command_writes_json(monkeypatch, model, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert [g["prompt"] for g in data["generations"]] == ["Name a fruit.", "Say hello."]
     assert all(isinstance(g["output"], str) and g["output"] for g in data["generations"])
+
+
+def test_demo_runs_end_to_end_on_a_tiny_model(tiny_model, tmp_path):
+    """The demo's success path (train on validation-selected steps, calibrate, MCQ, generations, selectivity)
+    on the tiny model: every reported strength is within the bound or flagged, and the numbers are consistent."""
+    from interp_steer.demo import run_demo
+
+    from .conftest import TINY_HOOK, make_sae
+
+    sae = make_sae("topk", tiny_model.cfg.d_model, 64, TINY_HOOK)
+    s = run_demo("egypt", epochs=1, batch_size=8, strengths=(0.5, 1.0), n_generations=2, max_new_tokens=4,
+                 output_dir=tmp_path, model=tiny_model, sae=sae)
+    assert (tmp_path / "demo.json").is_file() and (tmp_path / "yapo" / "vector.safetensors").is_file()
+    assert s["selected"]["criterion"] == "heldout_loss"
+    assert 0 < s["n_nonzero"] <= 64
+    if s["within_bound"]:
+        assert s["calibration"]["ppl_ratio"] <= 1.2 and s["strength"] in (0.5, 1.0)
+    else:
+        assert s["calibration"]["strength"] is None
+    assert len(s["generations"]) == 2 and all(g["steered"] is not None for g in s["generations"])
+    sel = s["selectivity"]
+    assert 0.0 <= sel["selective_share"] <= 1.0 and sel["n_scored"] == s["n_nonzero"]
+    assert all(0.0 <= lat["auroc"] <= 1.0 for lat in sel["latents"])

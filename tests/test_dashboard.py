@@ -20,7 +20,6 @@ import pytest
 import torch
 
 from interp_steer import cli
-from interp_steer.commands.dashboard import add_parser
 from interp_steer.errors import InterpSteerError
 from interp_steer.interpret.dashboard import (
     BAR_COLOR,
@@ -273,17 +272,10 @@ def test_empty_vector_gives_a_page_without_latents(tiny_model, setup):
 
 # ---------------------------------------------------------------------------------------------- CLI
 def _main(monkeypatch, capsys, model, *argv: str) -> tuple[int, str, str]:
-    """``interp-steer dashboard ...`` through cli.main (wired here if the CLI does not know it yet)."""
-    original = cli.build_parser
-
-    def build_parser() -> argparse.ArgumentParser:
-        parser = original()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "dashboard" not in sub.choices:
-            add_parser(sub)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", build_parser)
+    """``interp-steer dashboard ...`` through cli.main (the real parser: the CLI must know the subcommand)."""
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert "dashboard" in sub.choices
     monkeypatch.setattr(cli, "_model", lambda args: model)
     try:
         code = cli.main(list(argv))

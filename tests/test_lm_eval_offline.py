@@ -181,4 +181,5 @@ def test_simple_evaluate_real_model(model, task_manager):
         return sum(r[a] - max(x for j, x in enumerate(r) if j != a) for r, a in zip(rows, answers, strict=True))
 
     print(f"mean correct-choice margin: {margin(base) / N_DOCS:.3f} unsteered, {margin(moved) / N_DOCS:.3f} steered")
+    assert margin(base) > margin(moved)
     assert sum(map(sum, moved)) < sum(map(sum, base))  # continuations become much less likely overall
