@@ -243,7 +243,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             shown = "inf" if fluency["ppl_ratio"] is None else f"{fluency['ppl_ratio']:.2f}"
             print(f"warning: at λ = {float(strength):g} held-out perplexity is ×{shown} the unsteered model's "
                   f"(bound ×{args.max_ppl_ratio:g}): these generations may not be fluent", file=sys.stderr)
-    strength = float(strength) if strength != "auto" else 0.0
+    strength = float(strength)  # "auto" was replaced above (it is refused without a vector)
     outputs = generate(model, prompts, vector, strength, sae=sae, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, batch_size=args.batch_size, positions=args.positions,
                        seed=args.seed, progress=True)
@@ -321,7 +321,7 @@ def _train_eval_pairs(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     if args.method == "lineas":
         return _train_lineas(args)
-    from interp_steer.methods.preference import SPARSE_DEFAULT, preference_config, train_vector
+    from interp_steer.methods.preference import SPARSE_DEFAULT, _check_config, preference_config, train_vector
     from interp_steer.saes import load_sae
 
     options: dict[str, Any] = dict(SPARSE_DEFAULT) if args.sparse else {}
@@ -337,8 +337,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         options["l1_penalty"] = args.l1
     if args.save_every_epoch:
         options["save_every_epoch"] = True
-    from interp_steer.methods.preference import _check_config
-
     _check_config(preference_config(args.preset, method=args.method, **options))  # before any model load
     train, _test = _train_eval_pairs(args)  # the vector is selected on a held-out share of train, never on test
     out = Path(args.output_dir)

@@ -117,7 +117,7 @@ def test_fluency_guard_marks_a_destructive_strength(tiny_model, monkeypatch):
 
     docs = ["Tea is served hot after lunch.", "Rain fell on the old city.", "The market opens early.",
             "Bread is baked at home.", "A long road runs south."]
-    monkeypatch.setattr(preservation, "default_texts", lambda n, seed=0: docs[seed:][:n])
+    monkeypatch.setattr(preservation, "default_texts", lambda n, seed=0, tokenizer=None: docs[seed:][:n])
     sae = make_sae("topk", tiny_model.cfg.d_model, 64, TINY_HOOK)
     cfg = CompareConfig(countries=["egypt"], methods=["sas"], strengths=[1.0, 400.0], max_ppl_ratio=1.5,
                         guard_texts=2, preservation_texts=2, max_train_pairs=4, max_items=4)

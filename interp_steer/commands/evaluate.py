@@ -57,11 +57,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         kind = "behaviour_ab"
     if not args.no_fluency_check:  # every strength is shown with its fluency cost
         from interp_steer.evaluation.calibration import calibration_texts, fluency_check
+        from interp_steer.evaluation.preservation import text_perplexity
 
         docs = calibration_texts(model.tokenizer, 8)
+        base = text_perplexity(model, docs, max_tokens=128).perplexity  # once, not per strength
         for r in rows:
             if r["strength"] != 0:
-                f = fluency_check(model, vector, r["strength"], sae=sae, texts=docs, max_ratio=args.max_ppl_ratio)
+                f = fluency_check(model, vector, r["strength"], sae=sae, texts=docs, max_ratio=args.max_ppl_ratio,
+                                  max_tokens=128, perplexity_unsteered=base)
                 r["ppl_ratio"], r["within_bound"] = f["ppl_ratio"], f["within_bound"]
     result: dict[str, Any] = {"vector": str(args.vector), "data": args.data, "split": args.split, "kind": kind,
                               "n_items": len(items), "strengths": strengths, "sweep": rows,

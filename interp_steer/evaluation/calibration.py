@@ -85,13 +85,15 @@ def calibrate_strength(
     bidirectional: bool = True,
     max_tokens: int = 128,
     n_texts: int = 16,
+    perplexity_unsteered: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Calibration:
     """The strongest-effect λ of ``strengths`` whose held-out perplexity ratio stays ``≤ max_ratio``.
 
     ``effect(λ)`` is the metric to maximise (e.g. the validation shift ``p(+λ) − p(−λ)``); it is only called on
     fluent strengths. ``bidirectional``: the bound must hold at ``−λ`` too (for vectors used both ways).
-    ``texts``: the calibration documents (default :func:`calibration_texts`).
+    ``texts``: the calibration documents (default :func:`calibration_texts`); ``perplexity_unsteered``: their
+    unsteered perplexity at ``max_tokens`` when the caller has it already (computed here otherwise).
     """
     from interp_steer.evaluation.preservation import text_perplexity
 
@@ -105,7 +107,7 @@ def calibrate_strength(
         raise InterpSteerError("no texts for the strength calibration")
     say = log or (lambda _msg: None)
     vsae = sae if vector.kind == "sae" else None
-    base = text_perplexity(model, docs, max_tokens=max_tokens).perplexity
+    base = perplexity_unsteered or text_perplexity(model, docs, max_tokens=max_tokens).perplexity
     rows: list[dict[str, Any]] = []
     broken = False
     for lam in grid:
@@ -114,8 +116,7 @@ def calibrate_strength(
         if not broken:
             signs = (1.0, -1.0) if bidirectional else (1.0,)
             for sign in signs:
-                ppl = text_perplexity(model, docs, vector, sign * lam, sae=vsae, max_tokens=max_tokens).perplexity
-                ratio = ppl / base if math.isfinite(ppl) else math.inf
+                ratio = _ratio(model, docs, vector, sign * lam, vsae, base, max_tokens)
                 row["ppl_ratio_plus" if sign > 0 else "ppl_ratio_minus"] = ratio
                 if ratio > max_ratio:
                     break  # one direction already fails: the other need not be measured
@@ -142,9 +143,18 @@ def calibrate_strength(
                        len(docs), rows)
 
 
+def _ratio(model: Any, docs: Sequence[str], vector: SteeringVector, strength: float, sae: Any | None,
+           base: float, max_tokens: int) -> float:
+    """Steered over unsteered perplexity of ``docs`` (``inf`` when the steered one overflows)."""
+    from interp_steer.evaluation.preservation import text_perplexity
+
+    ppl = text_perplexity(model, docs, vector, strength, sae=sae, max_tokens=max_tokens).perplexity
+    return ppl / base if math.isfinite(ppl) else math.inf
+
+
 def fluency_check(model: Any, vector: SteeringVector, strength: float, *, sae: Any | None = None,
                   texts: Sequence[str] | None = None, max_ratio: float = DEFAULT_MAX_RATIO, max_tokens: int = 128,
-                  n_texts: int = 8) -> dict[str, Any]:
+                  n_texts: int = 8, perplexity_unsteered: float | None = None) -> dict[str, Any]:
     """The held-out perplexity ratio at one strength and whether it keeps the bound (``{"strength",
     "ppl_ratio", "max_ratio", "within_bound", "n_texts"}``): what a command reports next to a result at a λ
     the user chose."""
@@ -154,8 +164,7 @@ def fluency_check(model: Any, vector: SteeringVector, strength: float, *, sae: A
         raise InterpSteerError(f"strength must be a finite number, got {strength}")
     docs = list(texts) if texts is not None else calibration_texts(model.tokenizer, n_texts)
     vsae = sae if vector.kind == "sae" else None
-    base = text_perplexity(model, docs, max_tokens=max_tokens).perplexity
-    ppl = text_perplexity(model, docs, vector, strength, sae=vsae, max_tokens=max_tokens).perplexity
-    ratio = ppl / base if math.isfinite(ppl) else math.inf
+    base = perplexity_unsteered or text_perplexity(model, docs, max_tokens=max_tokens).perplexity
+    ratio = _ratio(model, docs, vector, strength, vsae, base, max_tokens)
     return {"strength": float(strength), "ppl_ratio": ratio if math.isfinite(ratio) else None,
             "max_ratio": max_ratio, "within_bound": bool(ratio <= max_ratio), "n_texts": len(docs)}

@@ -35,6 +35,7 @@ from interp_steer.io import write_text_atomic
 from interp_steer.steering.vector import SteeringVector
 
 METHODS = ("caa", "sas", "bipo", "yapo", "lineas")
+GUARD_TOKENS = 256  # tokens per fluency-guard document (the perplexity default)
 
 
 def strength_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MCQItem],
@@ -251,14 +252,11 @@ def _preservation_inputs(model: Any, cfg: CompareConfig) -> Any:
 def _guard_inputs(model: Any, cfg: CompareConfig, ratio: float, taken: Sequence[str]) -> dict[str, Any]:
     """Held-out documents for the fluency guard (none of them among ``taken``, the preservation texts), their
     unsteered perplexity and the largest perplexity a strength may reach (``ratio`` times that)."""
-    from interp_steer.evaluation.preservation import default_texts, text_perplexity
+    from interp_steer.evaluation.calibration import calibration_texts
+    from interp_steer.evaluation.preservation import text_perplexity
 
-    exclude = set(taken)
-    pool = default_texts(cfg.guard_texts + len(exclude), seed=cfg.seed + 1)
-    texts = [t for t in pool if t not in exclude][: cfg.guard_texts]
-    if not texts:
-        raise InterpSteerError("no held-out documents are left for the fluency guard")
-    ppl = text_perplexity(model, texts).perplexity
+    texts = calibration_texts(None, cfg.guard_texts, exclude=taken, seed=cfg.seed + 1)
+    ppl = text_perplexity(model, texts, max_tokens=GUARD_TOKENS).perplexity
     return {"texts": texts, "perplexity_unsteered": ppl, "max_perplexity": ratio * ppl}
 
 
@@ -276,7 +274,8 @@ def _calibrated_choice(model: Any, vector: SteeringVector, sae: Any | None, rows
         return (o.get("rca") or 0.0) + 1e-3 * (o.get("accuracy") or 0.0)
 
     cal = calibrate_strength(model, vector, effect, sae=sae, strengths=[r["strength"] for r in rows],
-                             texts=guard["texts"], max_ratio=ratio, bidirectional=False)
+                             texts=guard["texts"], max_ratio=ratio, bidirectional=False, max_tokens=GUARD_TOKENS,
+                             perplexity_unsteered=guard["perplexity_unsteered"])
     for c in cal.rows:
         r = by_strength[c["strength"]]
         r["guard_perplexity"] = None if c["ppl_ratio"] is None else c["ppl_ratio"] * cal.perplexity_unsteered
