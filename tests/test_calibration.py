@@ -28,7 +28,8 @@ def _dense(model, norm: float, seed: int = 0) -> SteeringVector:
 def test_calibration_never_returns_a_strength_above_the_bound(tiny_model, max_ratio):
     vec = _dense(tiny_model, 2.0)
     grid = [0.25, 0.5, 1, 2, 4, 8, 16, 32]
-    cal = calibrate_strength(tiny_model, vec, texts=TEXTS, strengths=grid, max_ratio=max_ratio, max_tokens=32)
+    cal = calibrate_strength(tiny_model, vec, texts=TEXTS, strengths=grid, max_ratio=max_ratio, max_tokens=32,
+                             refine=0)
     assert cal.found, cal.describe()
     base = text_perplexity(tiny_model, TEXTS, max_tokens=32).perplexity
     for sign in (1, -1):  # recomputed independently: both directions within the bound
@@ -41,6 +42,33 @@ def test_calibration_never_returns_a_strength_above_the_bound(tiny_model, max_ra
     assert all(r["ppl_ratio"] is None for r in nxt[1:])  # the walk stops at the first failing strength
 
 
+@pytest.mark.parametrize("max_ratio", [1.05, 1.2])
+def test_refinement_narrows_the_gap_between_fluent_and_failing_grid_points(tiny_model, max_ratio):
+    vec = _dense(tiny_model, 2.0)
+    grid = [0.5, 2, 8, 32]
+    coarse = calibrate_strength(tiny_model, vec, texts=TEXTS, strengths=grid, max_ratio=max_ratio, max_tokens=32,
+                                refine=0)
+    fine = calibrate_strength(tiny_model, vec, texts=TEXTS, strengths=grid, max_ratio=max_ratio, max_tokens=32,
+                              refine=3)
+    assert coarse.found and fine.found
+    lo = coarse.strength
+    hi = next(r["strength"] for r in coarse.rows if r["fluent"] is False)
+    refined = [r for r in fine.rows if r.get("refined")]
+    assert len(refined) == 3 and all(lo < r["strength"] < hi for r in refined)
+    assert [r["strength"] for r in fine.rows] == sorted(r["strength"] for r in fine.rows)
+    # never weaker than the grid's answer, never above the bound (checked again independently)
+    assert fine.strength >= coarse.strength
+    base = text_perplexity(tiny_model, TEXTS, max_tokens=32).perplexity
+    for sign in (1, -1):
+        assert text_perplexity(tiny_model, TEXTS, vec, sign * fine.strength, max_tokens=32).perplexity / base \
+            <= max_ratio + 1e-9
+    # the kept strength is the largest fluent one, and the next measured one above it fails
+    above = [r for r in fine.rows if r["strength"] > fine.strength and r["ppl_ratio"] is not None]
+    assert above and above[0]["fluent"] is False
+    with pytest.raises(InterpSteerError, match="refine"):
+        calibrate_strength(tiny_model, vec, texts=TEXTS, strengths=grid, refine=-1)
+
+
 def test_calibration_maximises_the_metric_among_fluent_strengths_only(tiny_model):
     vec = _dense(tiny_model, 2.0, seed=1)
     calls: list[float] = []
@@ -50,7 +78,7 @@ def test_calibration_maximises_the_metric_among_fluent_strengths_only(tiny_model
         return -abs(lam - 1.0) if lam <= 1.0 else 10.0 * lam
 
     cal = calibrate_strength(tiny_model, vec, effect, texts=TEXTS, strengths=[0.25, 0.5, 1, 64], max_ratio=1.2,
-                             max_tokens=32)
+                             max_tokens=32, refine=0)
     assert 64.0 not in calls  # the metric is never computed at a strength that breaks the bound
     assert cal.strength == 1.0 and cal.effect == 0.0
     one_way = calibrate_strength(tiny_model, vec, texts=TEXTS, strengths=[0.5, 1], bidirectional=False,

@@ -86,6 +86,7 @@ def calibrate_strength(
     max_tokens: int = 128,
     n_texts: int = 16,
     perplexity_unsteered: float | None = None,
+    refine: int = 2,
     log: Callable[[str], None] | None = None,
 ) -> Calibration:
     """The strongest-effect λ of ``strengths`` whose held-out perplexity ratio stays ``≤ max_ratio``.
@@ -94,11 +95,16 @@ def calibrate_strength(
     fluent strengths. ``bidirectional``: the bound must hold at ``−λ`` too (for vectors used both ways).
     ``texts``: the calibration documents (default :func:`calibration_texts`); ``perplexity_unsteered``: their
     unsteered perplexity at ``max_tokens`` when the caller has it already (computed here otherwise).
+    ``refine``: bisection steps between the last fluent and the first failing strength of the grid (each one
+    measured like a grid point, and marked ``"refined": True`` in ``rows``); ``0`` keeps to the grid, which a
+    metric that is only defined on the grid needs.
     """
     from interp_steer.evaluation.preservation import text_perplexity
 
     if not (math.isfinite(max_ratio) and max_ratio > 1.0):
         raise InterpSteerError(f"max_ratio must be a finite perplexity ratio above 1, got {max_ratio}")
+    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        raise InterpSteerError(f"refine must be a whole number of bisection steps >= 0, got {refine!r}")
     grid = sorted({float(s) for s in strengths})
     if not grid or any(not math.isfinite(s) or s <= 0 for s in grid):
         raise InterpSteerError(f"strengths must be positive finite numbers, got {list(strengths)}")
@@ -108,30 +114,50 @@ def calibrate_strength(
     say = log or (lambda _msg: None)
     vsae = sae if vector.kind == "sae" else None
     base = perplexity_unsteered or text_perplexity(model, docs, max_tokens=max_tokens).perplexity
+    signs = (1.0, -1.0) if bidirectional else (1.0,)
+
+    def measure(lam: float) -> dict[str, Any]:
+        row: dict[str, Any] = {"strength": lam, "ppl_ratio_plus": None, "ppl_ratio_minus": None,
+                               "ppl_ratio": None, "fluent": None, "effect": None}
+        for sign in signs:
+            ratio = _ratio(model, docs, vector, sign * lam, vsae, base, max_tokens)
+            row["ppl_ratio_plus" if sign > 0 else "ppl_ratio_minus"] = ratio
+            if ratio > max_ratio:
+                break  # one direction already fails: the other need not be measured
+        measured = [r for r in (row["ppl_ratio_plus"], row["ppl_ratio_minus"]) if r is not None]
+        row["ppl_ratio"] = max(measured)
+        row["fluent"] = row["ppl_ratio"] <= max_ratio
+        if row["fluent"] and effect is not None:
+            value = float(effect(lam))
+            if not math.isfinite(value):
+                raise InterpSteerError(f"the calibration metric returned {value} at λ = {lam:g}")
+            row["effect"] = value
+        say(f"calibration λ={lam:g}: perplexity ×{row['ppl_ratio']:.3f}"
+            + ("" if row["effect"] is None else f", effect {row['effect']:+.4f}"))
+        return row
+
     rows: list[dict[str, Any]] = []
     broken = False
     for lam in grid:
-        row: dict[str, Any] = {"strength": lam, "ppl_ratio_plus": None, "ppl_ratio_minus": None,
-                               "ppl_ratio": None, "fluent": None, "effect": None}
-        if not broken:
-            signs = (1.0, -1.0) if bidirectional else (1.0,)
-            for sign in signs:
-                ratio = _ratio(model, docs, vector, sign * lam, vsae, base, max_tokens)
-                row["ppl_ratio_plus" if sign > 0 else "ppl_ratio_minus"] = ratio
-                if ratio > max_ratio:
-                    break  # one direction already fails: the other need not be measured
-            measured = [r for r in (row["ppl_ratio_plus"], row["ppl_ratio_minus"]) if r is not None]
-            row["ppl_ratio"] = max(measured)
-            row["fluent"] = row["ppl_ratio"] <= max_ratio
-            broken = not row["fluent"]
-            if row["fluent"] and effect is not None:
-                value = float(effect(lam))
-                if not math.isfinite(value):
-                    raise InterpSteerError(f"the calibration metric returned {value} at λ = {lam:g}")
-                row["effect"] = value
-            say(f"calibration λ={lam:g}: perplexity ×{row['ppl_ratio']:.3f}"
-                + ("" if row["effect"] is None else f", effect {row['effect']:+.4f}"))
-        rows.append(row)
+        if broken:
+            rows.append({"strength": lam, "ppl_ratio_plus": None, "ppl_ratio_minus": None, "ppl_ratio": None,
+                         "fluent": None, "effect": None})
+            continue
+        rows.append(measure(lam))
+        broken = not rows[-1]["fluent"]
+    failing = next((r["strength"] for r in rows if r["fluent"] is False), None)
+    passing = [r["strength"] for r in rows if r["fluent"]]
+    if failing is not None and passing:
+        lo, hi = passing[-1], failing
+        for _ in range(refine):
+            mid = float(f"{math.sqrt(lo * hi):.3g}")
+            if not lo < mid < hi:
+                break
+            row = measure(mid)
+            row["refined"] = True
+            rows.append(row)
+            lo, hi = (mid, hi) if row["fluent"] else (lo, mid)
+        rows.sort(key=lambda r: r["strength"])
     fluent = [r for r in rows if r["fluent"]]
     if not fluent:
         return Calibration(None, None, None, max_ratio, bidirectional, base, len(docs), rows)
