@@ -59,6 +59,15 @@ def test_sweep_at_zero_is_unsteered_and_a_strong_vector_changes_scores(tiny_mode
     shifts = [abs(a - b) for p, q in zip(plain, steered, strict=True) for a, b in zip(p, q, strict=True)]
     assert rows[1]["score_shift"] == pytest.approx(sum(shifts) / len(shifts), rel=1e-5)
     assert rows[1]["score_shift"] > 1e-3
+    # the direction: answer option minus the mean of the others, recomputed here item by item
+    answers = [it.answer for it in items]
+
+    def margin(table):
+        return sum(sc[a] - (sum(sc) - sc[a]) / (len(sc) - 1) for sc, a in zip(table, answers, strict=True)) / len(items)
+
+    assert rows[0]["margin_shift"] == 0.0 and rows[0]["answer_margin"] == pytest.approx(margin(plain), rel=1e-5)
+    assert rows[1]["answer_margin"] == pytest.approx(margin(steered), rel=1e-5)
+    assert rows[1]["margin_shift"] == pytest.approx(margin(steered) - margin(plain), rel=1e-4, abs=1e-6)
 
 
 def test_compare_methods_on_tiny_model_writes_a_complete_table(tiny_model, tmp_path):

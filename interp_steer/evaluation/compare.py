@@ -45,6 +45,9 @@ def strength_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MC
 
     ``score_shift`` is the mean absolute change of the option scores against the unsteered model (nats per
     token for ``loglik``): it shows that a vector acts even where the argmax, hence accuracy, does not move.
+    ``answer_margin`` is the mean of (score of the target culture's option − mean score of the other options),
+    and ``margin_shift`` its change against the unsteered model: the *direction* of that action (positive:
+    towards the target culture's answers), continuous where accuracy moves in steps.
     """
     from interp_steer.evaluation.mcq import culture_report, score_mcq
 
@@ -52,6 +55,7 @@ def strength_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MC
         raise InterpSteerError("no strengths to evaluate")
     plain = score_mcq(model, items, None, 0.0, method=method, batch_size=batch_size)
     flat_plain = [x for s in plain for x in s.scores]
+    margin_plain = _answer_margin(plain)
     rows = []
     for lam in strengths:
         if vector is None or lam == 0:
@@ -60,8 +64,17 @@ def strength_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MC
             scores = score_mcq(model, items, vector, float(lam), sae=sae, method=method, batch_size=batch_size)
         flat = [x for s in scores for x in s.scores]
         shift = sum(abs(a - b) for a, b in zip(flat, flat_plain, strict=True)) / len(flat)
-        rows.append({"strength": float(lam), **culture_report(scores), "score_shift": shift})
+        margin = _answer_margin(scores)
+        rows.append({"strength": float(lam), **culture_report(scores), "score_shift": shift,
+                     "answer_margin": margin, "margin_shift": margin - margin_plain})
     return rows
+
+
+def _answer_margin(scores: Sequence[Any]) -> float:
+    """Mean over items of the answer option's score minus the mean score of the other options."""
+    margins = [s.scores[s.answer] - (sum(s.scores) - s.scores[s.answer]) / (len(s.scores) - 1)
+               for s in scores if len(s.scores) > 1]
+    return sum(margins) / len(margins) if margins else 0.0
 
 
 def behaviour_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MCQItem],
@@ -275,7 +288,7 @@ def _calibrated_choice(model: Any, vector: SteeringVector, sae: Any | None, rows
 
     cal = calibrate_strength(model, vector, effect, sae=sae, strengths=[r["strength"] for r in rows],
                              texts=guard["texts"], max_ratio=ratio, bidirectional=False, max_tokens=GUARD_TOKENS,
-                             perplexity_unsteered=guard["perplexity_unsteered"])
+                             perplexity_unsteered=guard["perplexity_unsteered"], refine=0)
     for c in cal.rows:
         r = by_strength[c["strength"]]
         r["guard_perplexity"] = None if c["ppl_ratio"] is None else c["ppl_ratio"] * cal.perplexity_unsteered
