@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from interp_steer.errors import InterpSteerError
+from interp_steer.validation import check_file, check_number, check_output_dir, check_output_file
+from interp_steer.validation import dumps as _strict_dumps
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,8 +37,31 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _write_json_atomic(path: Path, data: Any) -> None:
     from interp_steer.io import write_text_atomic
+    from interp_steer.validation import dumps
 
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False))
+    write_text_atomic(path, dumps(data, indent=2, ensure_ascii=False))  # strict JSON: NaN/inf → null
+
+
+def _check_layer(layer: int | None, args: argparse.Namespace, flag: str = "--layer") -> None:
+    """A block index in range for the model about to load (read from its config, before the load)."""
+    if layer is None:
+        return
+    from interp_steer.models import layer_count
+
+    n = layer_count(getattr(args, "model", None))
+    if layer < 0 or (n is not None and layer >= n):
+        raise InterpSteerError(f"{flag} {layer} is out of range: the model has layers 0 … "
+                               f"{'n-1' if n is None else n - 1}")
+
+
+def _check_hook(hook: str, args: argparse.Namespace, flag: str = "--hook") -> None:
+    import re
+
+    match = re.fullmatch(r"blocks\.(\d+)\.[A-Za-z0-9_.]+", hook) or re.fullmatch(r"hook_embed|hook_pos_embed", hook)
+    if match is None:
+        raise InterpSteerError(f"{flag} {hook!r} is not a TransformerLens hook name (e.g. blocks.15.hook_resid_post)")
+    if match.groups():
+        _check_layer(int(match.group(1)), args, flag)
 
 
 # ------------------------------------------------------------------------------------------------ train-sae
@@ -46,6 +71,19 @@ def cmd_train_sae(args: argparse.Namespace) -> int:
     from interp_steer.data.corpus import file_sha256, load_corpus, shared_corpus_path
     from interp_steer.saes.training import SAETrainingConfig, export_checkpoint, train_sae
 
+    for flag, value, low, strict, integer in (
+            ("--d-sae", args.d_sae, 1, False, True), ("--k", args.k, 1, False, True),
+            ("--training-tokens", args.training_tokens, 1, False, True),
+            ("--context-size", args.context_size, 2, False, True), ("--batch-tokens", args.batch_tokens, 1, False, True),
+            ("--lr", args.lr, 0, True, False), ("--l1-coefficient", args.l1_coefficient, 0, False, False),
+            ("--l0-coefficient", args.l0_coefficient, 0, False, False),
+            ("--dead-feature-window", args.dead_feature_window, 1, False, True),
+            ("--checkpoints", args.checkpoints, 0, False, True), ("--quality-tokens", args.quality_tokens, 1, False, True)):
+        check_number(value, flag, minimum=low, strict_min=strict, integer=integer)
+    check_number(args.heldout_fraction, "--heldout-fraction", minimum=0, maximum=0.5, strict_min=True)
+    if args.architecture == "topk" and args.k > args.d_sae:
+        raise InterpSteerError(f"--k {args.k} is larger than --d-sae {args.d_sae}")
+    _check_hook(args.hook, args)
     corpus_path = Path(args.corpus) if args.corpus else shared_corpus_path()
     if corpus_path is None:
         raise InterpSteerError("no --corpus given and ../shared/data/corpus/mixed-text.jsonl.gz not found")
@@ -83,7 +121,7 @@ def cmd_train_sae(args: argparse.Namespace) -> int:
         train_sae(model, train_docs, config=cfg, output_dir=tmp_out, command=command, corpus_info=corpus_info,
                   progress=True)
     meta = _finalize_sae(model, tmp_out, out, held_docs, corpus_info, args)
-    print(json.dumps(meta["quality_heldout"], indent=2))
+    print(_strict_dumps(meta["quality_heldout"], indent=2))
     print(f"SAE written to {out}")
     return 0
 
@@ -108,7 +146,7 @@ def _finalize_sae(model: Any, tmp_out: Path, out: Path, held_docs: list[str], co
         save_file(tensors, str(weights))
         cfg_json = json.loads((tmp_out / "cfg.json").read_text())
         cfg_json["dtype"] = "float16"
-        (tmp_out / "cfg.json").write_text(json.dumps(cfg_json, indent=2))
+        (tmp_out / "cfg.json").write_text(_strict_dumps(cfg_json, indent=2))
         meta["stored_dtype"] = "float16"
     sae = load_sae(path=tmp_out, model=model)
     # measured on the weights as stored (fp16 when --fp16)
@@ -116,7 +154,7 @@ def _finalize_sae(model: Any, tmp_out: Path, out: Path, held_docs: list[str], co
     from interp_steer.saes import sae_content_hash
 
     meta["content_hash"] = sae_content_hash(sae)  # the weights the quality figures were measured on
-    meta_path.write_text(json.dumps(meta, indent=2))
+    meta_path.write_text(_strict_dumps(meta, indent=2))
     (tmp_out / "sparsity.safetensors").unlink(missing_ok=True)
     if (tmp_out / "checkpoints").is_dir() and not args.keep_checkpoints:
         shutil.rmtree(tmp_out / "checkpoints")
@@ -166,11 +204,11 @@ def _add_train_sae(sub: Any) -> None:
 def _read_prompts(args: argparse.Namespace) -> list[str]:
     prompts = list(args.prompt or [])
     if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise InterpSteerError(f"prompts file not found: {path}")
+        from interp_steer.validation import read_text
+
+        path = check_file(args.prompts_file, "prompts file")
         if path.suffix == ".txt":
-            prompts.extend(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+            prompts.extend(line.strip() for line in read_text(path, "prompts file").splitlines() if line.strip())
         else:  # JSONL/CSV/Parquet with a prompt (or question/text) column
             from interp_steer.data.registry import load_prompts
 
@@ -180,12 +218,28 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
-def _load_vector_and_sae(args: argparse.Namespace, model: Any):
+def _read_vector(args: argparse.Namespace) -> Any:
+    """The ``--vector`` file, read and checked (safetensors, finite, plausible) before any model loads."""
     from interp_steer.steering.vector import SteeringVector
 
     if not getattr(args, "vector", None):
+        return None
+    path = Path(args.vector)
+    if not path.exists() and Path(args.vector + ".safetensors").exists():
+        path = Path(args.vector + ".safetensors")
+    check_file(path, "steering vector file")
+    vector = SteeringVector.load(path)
+    if vector.kind == "sae" and getattr(args, "sae", None):
+        from interp_steer.saes import _resolve_folder
+
+        _resolve_folder(args.sae)
+    return vector
+
+
+def _load_vector_and_sae(args: argparse.Namespace, model: Any, vector: Any = None):
+    vector = vector if vector is not None else _read_vector(args)
+    if vector is None:
         return None, None
-    vector = SteeringVector.load(args.vector)
     sae = None
     if vector.kind == "sae":
         from interp_steer.saes import load_sae
@@ -218,15 +272,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from interp_steer.evaluation.calibration import calibrate_strength, fluency_check
     from interp_steer.generation import generate
 
-    prompts = _read_prompts(args)
-    if args.vector and not Path(args.vector).exists() and not Path(args.vector + ".safetensors").exists():
-        raise InterpSteerError(f"steering vector file not found: {args.vector}")
+    check_number(args.max_new_tokens, "--max-new-tokens", minimum=1, integer=True)
+    check_number(args.batch_size, "--batch-size", minimum=1, integer=True)
+    check_number(args.temperature, "--temperature", minimum=0)
     if not (math.isfinite(args.max_ppl_ratio) and args.max_ppl_ratio > 1):
         raise InterpSteerError(f"--max-ppl-ratio must be a perplexity ratio above 1, got {args.max_ppl_ratio}")
     if args.strength == "auto" and not args.vector:
         raise InterpSteerError("--strength auto needs a --vector to calibrate")
+    prompts = _read_prompts(args)
+    read = _read_vector(args)  # file, format and values checked before the model loads
     model = _model(args)
-    vector, sae = _load_vector_and_sae(args, model)
+    vector, sae = _load_vector_and_sae(args, model, read)
     fluency: dict[str, Any] | None = None
     strength = args.strength
     if vector is not None and strength == "auto":
@@ -266,7 +322,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         _write_json_atomic(Path(args.output), result)
         print(f"wrote {len(rows)} generations to {args.output}")
     else:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
+        print(_strict_dumps(result, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -338,6 +394,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.save_every_epoch:
         options["save_every_epoch"] = True
     _check_config(preference_config(args.preset, method=args.method, **options))  # before any model load
+    _check_layer(args.layer, args)
+    if args.sae:
+        from interp_steer.saes import _resolve_folder
+
+        _resolve_folder(args.sae)
     train, _test = _train_eval_pairs(args)  # the vector is selected on a held-out share of train, never on test
     out = Path(args.output_dir)
     model = _model(args)
@@ -346,7 +407,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         sae = load_sae(path=args.sae, model=model) if args.sae else load_sae(model=model)
     res = train_vector(model, train, args.method, sae=sae, output_dir=out, preset=args.preset, **options)
     last = res.evals[-1] if res.evals else {}
-    print(json.dumps({"steps": len(res.history), "final_loss": res.history[-1]["loss"] if res.history else None,
+    print(_strict_dumps({"steps": len(res.history), "final_loss": res.history[-1]["loss"] if res.history else None,
                       "eval": last, "vector": str(out / "vector.safetensors")}, indent=2))
     return 0
 
@@ -358,17 +419,22 @@ def _train_lineas(args: argparse.Namespace) -> int:
 
     if not args.source or not args.target:
         raise InterpSteerError("--method lineas needs --source and --target (registry keys or prompt files)")
+    from interp_steer.methods.lineas import LinEASConfig, check_lineas_config
+
+    cfg = LinEASConfig(hooks=args.hooks, steps=args.steps, lr=1e-2 if args.lr is None else args.lr,
+                       optimizer=args.optimizer, batch_size=32 if args.batch_size is None else args.batch_size,
+                       dim_penalty=args.dim_penalty, group_penalty=args.group_penalty, seed=args.seed)
+    check_lineas_config(cfg)  # before any data or model load (a 0 is refused, not replaced by a default)
+    check_number(args.n_samples, "--n-samples", minimum=1, integer=True)
     source = load_prompts(args.source, args.n_samples, args.seed)
     target = load_prompts(args.target, args.n_samples, args.seed)
     out = Path(args.output_dir)
     model = _model(args)
-    res = train_lineas(model, source, target, hooks=args.hooks, steps=args.steps, lr=args.lr or 1e-2,
-                       optimizer=args.optimizer, batch_size=args.batch_size or 32,
-                       dim_penalty=args.dim_penalty, group_penalty=args.group_penalty, seed=args.seed)
+    res = train_lineas(model, source, target, config=cfg)
     res.vector.save(out / "vector")
     history = [{"step": i + 1, "loss": loss, "pref_acc": float("nan")} for i, loss in enumerate(res.losses)]
     write_curves(history, [], out / "curves.html", title=f"LinEAS {args.source} -> {args.target}")
-    print(json.dumps({"loss_first": res.losses[0], "loss_last": res.losses[-1], "active_hooks": res.active_hooks,
+    print(_strict_dumps({"loss_first": res.losses[0], "loss_last": res.losses[-1], "active_hooks": res.active_hooks,
                       "active_dims": res.active_dims, "vector": str(out / "vector.safetensors")}, indent=2))
     return 0
 
@@ -474,8 +540,15 @@ def _add_demo(sub: Any) -> None:
 def cmd_contrastive(args: argparse.Namespace) -> int:
     from interp_steer.methods.contrastive import ActivationCache, default_cache_dir, run_contrastive
 
-    if args.n_samples is not None and args.n_samples < 1:
-        raise InterpSteerError("--n-samples must be at least 1")
+    check_number(args.n_samples, "--n-samples", minimum=1, integer=True)
+    check_number(args.inference_n_samples, "--inference-n-samples", minimum=1, integer=True)
+    check_number(args.max_tokens, "--max-tokens", minimum=1, integer=True)
+    check_number(args.batch_size, "--batch-size", minimum=1, integer=True)
+    check_number(args.temperature, "--temperature", minimum=0)
+    for scale in args.scale:
+        check_number(scale, "--scale")
+    for layer in args.layer:
+        _check_layer(layer, args)
     from interp_steer.data.registry import load_prompts
 
     for key in (args.target, args.baseline) + ((args.inference_dataset,) if args.inference_dataset else ()):
@@ -551,6 +624,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "command", None) == "contrastive" and args.scale is None:
         args.scale = [4.0]
     try:
+        # output locations first: a file where a folder goes (or the reverse) is refused before any work
+        if getattr(args, "output_dir", None):
+            check_output_dir(args.output_dir)
+        if getattr(args, "output", None):
+            check_output_file(args.output)
         return int(args.func(args) or 0)
     except InterpSteerError as exc:
         sys.stderr.write(f"interp-steer: error: {exc}\n")

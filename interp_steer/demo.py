@@ -11,12 +11,13 @@ only reported.
 
 from __future__ import annotations
 
-import json
 import random
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
+
+from interp_steer.validation import dumps as _strict_dumps
 
 
 def _split_stems(items: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
@@ -120,7 +121,7 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
         "snippets": {str(k): v for k, v in snippets.items()},
         "vector": str(out / "yapo" / "vector.safetensors"), "seconds": round(time.perf_counter() - t0, 1),
     }
-    (out / "demo.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    (out / "demo.json").write_text(_strict_dumps(summary, indent=2, ensure_ascii=False))
     _print_summary(summary)
     return summary
 

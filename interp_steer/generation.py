@@ -99,7 +99,9 @@ def generate(
 ) -> list[str] | list[Generation]:
     """Generate answers to ``prompts`` (chat template applied), optionally steered by ``vector``.
 
-    ``temperature=0`` is greedy decoding. ``positions`` overrides the vector's default position policy.
+    ``temperature=0`` is greedy decoding (negative temperatures are refused). ``positions`` overrides the
+    vector's default position policy. A prompt that does not fit in the model's context together with
+    ``max_new_tokens`` is refused (nothing is truncated silently).
     ``ignore_eos`` always generates ``max_new_tokens`` tokens (benchmarks).
     Returns the answers as strings (or :class:`Generation` objects with ``return_tokens=True``).
     """
@@ -107,9 +109,27 @@ def generate(
         prompts = [prompts]
     if not prompts:
         raise InterpSteerError("no prompts to generate from")
-    if max_new_tokens < 1:
-        raise InterpSteerError("max_new_tokens must be at least 1")
+    from interp_steer.validation import check_number, check_strength
+
+    check_number(max_new_tokens, "max_new_tokens", minimum=1, integer=True)
+    check_number(batch_size, "batch_size", minimum=1, integer=True)
+    check_number(temperature, "temperature", minimum=0)
+    check_number(top_p, "top_p", minimum=0, maximum=1, strict_min=True)
+    check_strength(strength)
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if bad:
+        raise InterpSteerError(f"prompts must be strings; prompt {bad[0]} is {type(prompts[bad[0]]).__name__}")
     tokenizer = model.tokenizer
+    all_chats = [chat_tokens(tokenizer, p, system=system, chat=chat) for p in prompts]
+    n_ctx = int(getattr(model.cfg, "n_ctx", 0) or 0)
+    if n_ctx:  # TransformerLens has no positions beyond n_ctx: refuse rather than cut silently
+        for i, c in enumerate(all_chats):
+            if len(c.prompt_ids) + max_new_tokens > n_ctx:
+                raise InterpSteerError(
+                    f"prompt {i} is {len(c.prompt_ids)} tokens with its chat template; with max_new_tokens="
+                    f"{max_new_tokens} that exceeds the model's context of {n_ctx} tokens: shorten the prompt "
+                    "or ask for fewer new tokens"
+                )
     interventions = _interventions(model, vector, sae, check)
     policy = positions or (vector.positions if isinstance(vector, SteeringVector) else "all")
     twin = hf_twin(model)
@@ -133,7 +153,7 @@ def generate(
     batches = range(0, len(prompts), batch_size)
     for start in tqdm(batches, desc="generating", disable=not progress, leave=False):
         batch = prompts[start : start + batch_size]
-        chats = [chat_tokens(tokenizer, p, system=system, chat=chat) for p in batch]
+        chats = all_chats[start : start + batch_size]
         tokens, mask = pad_left([c.prompt_ids for c in chats], pad)
         width = tokens.shape[1]
         starts = _starts(policy, chats, width) if interventions else None

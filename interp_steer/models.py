@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import struct
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,3 +345,61 @@ def kv_cache(entries: list[tuple[torch.Tensor, torch.Tensor]], *, frozen: bool,
         mask = torch.ones((rows, pos), dtype=torch.int, device=entries[0][0].device)
     return TransformerLensKeyValueCache([TransformerLensKeyValueCacheEntry(k, v, frozen) for k, v in entries],
                                         mask, frozen=frozen)
+
+
+def _gguf_block_count(path: Path) -> int | None:
+    """``<arch>.block_count`` from a GGUF file's key-value header, read without loading any tensor."""
+    scalar = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            return None
+        _version, _n_tensors, n_kv = struct.unpack("<IQQ", fh.read(20))
+
+        def string() -> str:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            return fh.read(n).decode("utf-8", "replace")
+
+        def value(kind: int) -> Any:
+            if kind in scalar:
+                fmt = scalar[kind]
+                return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))[0]
+            if kind == 8:
+                return string()
+            if kind == 9:
+                item, n = struct.unpack("<IQ", fh.read(12))
+                if item in scalar:  # skip numeric arrays in one seek
+                    fh.seek(n * struct.calcsize(scalar[item]), 1)
+                else:
+                    for _ in range(n):
+                        value(item)
+                return None
+            raise ValueError(f"unknown GGUF value type {kind}")
+
+        for _ in range(n_kv):
+            key = string()
+            (kind,) = struct.unpack("<I", fh.read(4))
+            got = value(kind)
+            if key.endswith(".block_count") and isinstance(got, int):
+                return int(got)
+    return None
+
+
+def layer_count(name: str | os.PathLike[str] | None = None) -> int | None:
+    """The number of transformer blocks of the model :func:`load_model` would load for ``name``, read from its
+    config or GGUF header without loading weights (``None`` when that needs the hub), so layer arguments can
+    be checked before the load."""
+    try:
+        if name is None:
+            return _gguf_block_count(embedded_gguf_path())
+        path = Path(name)
+        if str(name).endswith(".gguf"):
+            return _gguf_block_count(path) if path.is_file() else None
+        if path.is_dir() and (path / "config.json").is_file():
+            import json
+
+            cfg = json.loads((path / "config.json").read_text())
+            n = cfg.get("num_hidden_layers", cfg.get("n_layer", cfg.get("num_layers")))
+            return int(n) if n is not None else None
+    except (OSError, ValueError, struct.error):
+        return None
+    return None

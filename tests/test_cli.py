@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from interp_steer import cli
+from tests.conftest import SHARED_DATA as SHARED
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -24,7 +25,8 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     (("generate",), "no prompts"),
     (("generate", "--prompt", "hi", "--vector", "missing.safetensors"), "steering vector file not found"),
     (("generate", "--prompts-file", "nope.txt"), "prompts file not found"),
-    (("train", "--data", "bipo:no-such-behaviour", "--output-dir", "x"), "not found"),
+    # lists the valid behaviours; without ../shared/data it says that folder is missing
+    (("train", "--data", "bipo:no-such-behaviour", "--output-dir", "x"), "takes one of" if SHARED.is_dir() else "not found"),
     (("train", "--data", "nonsense", "--output-dir", "x"), "unknown dataset"),
     (("contrastive", "--target", "no-such-key", "--baseline", "local:news", "--layer", "3"), "no-such-key"),
     (("generate", "--max-new-tokens", "many"), "invalid int value"),

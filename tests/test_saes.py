@@ -47,7 +47,7 @@ def test_validation_errors(tmp_path, tiny_model):
         load_sae(path=tmp_path)
     with pytest.raises(InterpSteerError, match="SAE folder not found"):
         load_sae(path=tmp_path / "missing")
-    with pytest.raises(InterpSteerError, match="sae_id is required"):
+    with pytest.raises(InterpSteerError, match="a sae-lens release needs its sae_id"):
         load_sae("some-release")
 
 

@@ -62,13 +62,19 @@ def _read_jsonl(path: Path, field: str) -> list[str]:
 
 def read_corpus(source: str | Path, *, field: str = "text") -> list[str]:
     """All documents of a corpus file or HF dataset, in file order."""
+    from interp_steer.validation import check_file, decode_error, read_text
+
     path = Path(source)
     if path.exists():
+        check_file(path, "corpus file")
         name = path.name
         if name.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
-            texts = _read_jsonl(path, field)
+            try:
+                texts = _read_jsonl(path, field)
+            except UnicodeDecodeError as exc:
+                raise decode_error(path, exc) from None
         elif name.endswith(".txt"):
-            raw = path.read_text(encoding="utf-8")
+            raw = read_text(path, "corpus file")
             texts = [block.strip() for block in re.split(r"\n\s*\n", raw) if block.strip()]
         else:
             raise InterpSteerError(f"{path}: unsupported corpus format (use .jsonl, .jsonl.gz or .txt)")

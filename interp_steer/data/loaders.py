@@ -34,6 +34,7 @@ from interp_steer.data.culture import DCL_COUNTRIES, read_culture_rows
 from interp_steer.data.jsonl import Row, read_jsonl_rows
 from interp_steer.data.schemas import MCQItem, PreferenceExample
 from interp_steer.errors import InterpSteerError
+from interp_steer.validation import check_file, decode_error
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,14 @@ def read_table(path: str | Path) -> Table:
     the others have is reported as a malformed row, not as a missing column. Unparseable lines raise (with
     line numbers).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InterpSteerError(f"file not found: {path}")
+    path = check_file(path, "data file")
+    try:
+        return _read_table(path)
+    except UnicodeDecodeError as exc:
+        raise decode_error(path, exc) from None
+
+
+def _read_table(path: Path) -> Table:
     name = path.name.lower()
     header: list[str] | None = None
     unit = "line"

@@ -174,6 +174,10 @@ def _resolve(key_or_path: str | Path) -> list[str]:
     path = Path(key_or_path)
     if path.is_file():
         return _file_prompts(path)
+    if path.is_dir():
+        raise InterpSteerError(f"prompt source {key} is a directory; expected a registry key or a file")
+    if "/" in key or path.suffix.lower() in (".jsonl", ".gz", ".json", ".csv", ".parquet", ".txt"):
+        raise InterpSteerError(f"prompt file not found: {key}")
     raise InterpSteerError(
         f"unknown dataset {key!r}: not a registry key and not a file; valid keys: {sorted(DATASETS)} "
         f"(or a .jsonl/.csv/.parquet file with a {'/'.join(PROMPT_COLUMNS)} column)"

@@ -37,6 +37,16 @@ def _shared(*parts: str) -> Path:
     return path
 
 
+def _known(spec: str, prefix: str, name: str, valid: list[str]) -> None:
+    if name not in valid:
+        raise InterpSteerError(f"unknown dataset {spec!r}: {prefix}:<name> takes one of {', '.join(valid)}")
+
+
+def _looks_like_path(spec: str) -> bool:
+    suffixes = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".parquet", ".txt")
+    return "/" in spec or "\\" in spec or spec.lower().endswith(suffixes)
+
+
 def has_splits(spec: str) -> bool:
     """Whether ``spec`` has its own train/test split (plain files do not)."""
     return not Path(spec).exists()
@@ -52,9 +62,11 @@ def load_pairs(spec: str, *, split: str = "train", countries: Any = None, locali
                                             seed=seed)
     elif spec.startswith("bipo:"):
         behaviour = spec.split(":", 1)[1]
+        _known(spec, "bipo", behaviour, sorted(p.name for p in _shared("bipo").iterdir() if p.is_dir()))
         pairs = loaders.load_bipo_csv(_shared("bipo", behaviour, f"{split}.csv"), behaviour=behaviour)
     elif spec.startswith("mwe:"):
         name = spec.split(":", 1)[1]
+        _known(spec, "mwe", name, sorted(p.stem for p in _shared("model-written-evals").glob("*.jsonl")))
         all_pairs = loaders.load_mwe(_shared("model-written-evals", f"{name}.jsonl"),
                                      as_="texts" if form == "text" else "preferences")
         cut = int(len(all_pairs) * 0.8)
@@ -64,7 +76,11 @@ def load_pairs(spec: str, *, split: str = "train", countries: Any = None, locali
         pairs = loaders.load_deep_culture_lense(source, countries=countries, localization=localization,
                                                 split=split, form=form, seed=seed)
     elif Path(spec).exists():
+        if Path(spec).is_dir():
+            raise InterpSteerError(f"data path {spec} is a directory; expected a JSONL/CSV/Parquet file")
         pairs = loaders.load_preferences(spec)  # a plain file has no split: callers hold out their own
+    elif _looks_like_path(spec):
+        raise InterpSteerError(f"data file not found: {spec}")
     else:
         raise InterpSteerError(
             f"unknown dataset {spec!r}: use culture, bipo:<behaviour>, mwe:<name>, dcl[:<file>] or a file path"

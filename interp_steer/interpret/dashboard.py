@@ -67,6 +67,7 @@ from typing import Any
 
 from interp_steer.errors import InterpSteerError
 from interp_steer.io import write_text_atomic
+from interp_steer.validation import dumps as _strict_dumps
 
 FORMAT = "interp_steer.features/1"
 BAR_COLOR = "#636efa"  # the overview bar chart's colour (the browser test looks for it in the screenshot)
@@ -480,7 +481,7 @@ class Dashboard:
         """Write ``dashboard.html`` and ``features.json`` (each atomically) into ``output_dir``."""
         out = Path(output_dir)
         html_path, json_path = out / "dashboard.html", out / "features.json"
-        write_text_atomic(json_path, json.dumps(self.features, indent=2, ensure_ascii=False))
+        write_text_atomic(json_path, _strict_dumps(self.features, indent=2, ensure_ascii=False))
         write_text_atomic(html_path, self.html)
         return html_path, json_path
 

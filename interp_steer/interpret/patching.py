@@ -73,6 +73,7 @@ from interp_steer.data.schemas import MCQItem
 from interp_steer.errors import InterpSteerError
 from interp_steer.io import save_safetensors_atomic, write_figure_atomic, write_text_atomic
 from interp_steer.models import kv_cache
+from interp_steer.validation import dumps as _strict_dumps
 
 COMPONENTS: dict[str, str] = {
     "resid_pre": "blocks.{layer}.hook_resid_pre",
@@ -794,7 +795,7 @@ class PatchingResult:
         paths = {"safetensors": out / "patching.safetensors", "json": out / "patching.json"}
         save_safetensors_atomic(self.tensors(), paths["safetensors"],
                                 metadata={"format": FORMAT, "component": self.component})
-        write_text_atomic(paths["json"], json.dumps(self.to_json(), indent=2, ensure_ascii=False))
+        write_text_atomic(paths["json"], _strict_dumps(self.to_json(), indent=2, ensure_ascii=False))
         if html:
             paths["html"] = out / "heatmap.html"
             write_heatmap(self, paths["html"])

@@ -14,7 +14,7 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from interp_steer.chat import ChatTokens, chat_tokens, pad_right, pad_token_id
-from interp_steer.data.schemas import PreferenceExample
+from interp_steer.data.schemas import PreferenceExample, as_preference_examples
 from interp_steer.errors import InterpSteerError
 
 TokenPolicy = Literal["response_mean", "last_prompt", "answer_letter"]
@@ -107,6 +107,7 @@ def collect_activations(
 
 def preference_chats(model: Any, examples: Sequence[PreferenceExample]) -> tuple[list[ChatTokens], list[ChatTokens]]:
     """Chat-templated (prompt, chosen) and (prompt, rejected) token sequences."""
+    examples = as_preference_examples(examples)
     if not examples:
         raise InterpSteerError("no preference examples")
     tok = model.tokenizer

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from interp_steer.data.schemas import PreferenceExample
+from interp_steer.data.schemas import PreferenceExample, as_preference_examples
 from interp_steer.errors import InterpSteerError
 from interp_steer.methods.activations import (
     collect_activations,
@@ -44,6 +44,7 @@ def compute_caa(
         positions: the default position policy stored in the vectors.
     """
     hooks = layers_to_hooks(model, layers, hook_template)
+    examples = as_preference_examples(examples)
     chosen, rejected = preference_chats(model, examples)
     pos_acts = collect_activations(model, chosen, hooks, token_policy, batch_size=batch_size, progress=progress,
                                    desc="CAA chosen")

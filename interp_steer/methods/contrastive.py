@@ -30,6 +30,7 @@ from interp_steer.io import save_safetensors_atomic, write_text_atomic
 from interp_steer.methods.activations import collect_activations
 from interp_steer.models import model_fingerprint
 from interp_steer.steering.vector import SteeringVector
+from interp_steer.validation import dumps as _strict_dumps
 
 DEFAULT_INFERENCE_PROMPTS = [
     "Tell me about your favourite way to spend a weekend.",
@@ -106,7 +107,7 @@ class ActivationCache:
                 "dataset_fingerprint": ds_fp,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         save_safetensors_atomic({"means": means.contiguous(), "mean_norms": norms.contiguous()}, path,
-                                metadata={"interp_steer": json.dumps(meta)})
+                                metadata={"interp_steer": _strict_dumps(meta)})
         return DatasetActivations(key, means, norms, len(prompts), ds_fp, False)
 
 
@@ -174,7 +175,7 @@ def run_contrastive(model: Any, target: str, baseline: str, layer: int, scale: f
         },
         "results": [{"prompt": p, "baseline": b, "steered": s} for p, b, s in zip(prompts, base, steered, strict=True)],
     }
-    out = write_text_atomic(folder / "results.json", json.dumps(result, indent=2, ensure_ascii=False))
+    out = write_text_atomic(folder / "results.json", _strict_dumps(result, indent=2, ensure_ascii=False))
     vector.save(folder / "vector")
     return out
 

@@ -83,6 +83,19 @@ class LinEASConfig:
     seed: int = 0
 
 
+def check_lineas_config(cfg: LinEASConfig) -> None:
+    """Refuse settings that cannot train (one error naming the option), before any model work."""
+    from interp_steer.validation import check_number
+
+    if cfg.optimizer not in ("adam", "sgd"):
+        raise InterpSteerError(f"optimizer must be adam or sgd, got {cfg.optimizer!r}")
+    check_number(cfg.lr, "lr", minimum=0, strict_min=True)
+    for name in ("steps", "batch_size", "max_length"):
+        check_number(getattr(cfg, name), name, minimum=1, integer=True)
+    for name in ("dim_penalty", "group_penalty"):
+        check_number(getattr(cfg, name), name, minimum=0)
+
+
 @dataclass
 class LinEASResult:
     vector: SteeringVector
@@ -183,8 +196,7 @@ def train_lineas(
         if not hasattr(cfg, key):
             raise InterpSteerError(f"unknown LinEAS option {key!r}")
         setattr(cfg, key, value)
-    if cfg.optimizer not in ("adam", "sgd"):
-        raise InterpSteerError(f"optimizer must be adam or sgd, got {cfg.optimizer!r}")
+    check_lineas_config(cfg)
     if not source or not target:
         raise InterpSteerError("LinEAS needs source and target texts")
     hooks = select_hooks(model, cfg.hooks)

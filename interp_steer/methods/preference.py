@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from interp_steer.chat import chat_tokens, pad_right, pad_token_id
-from interp_steer.data.schemas import PreferenceExample
+from interp_steer.data.schemas import PreferenceExample, as_preference_examples
 from interp_steer.errors import InterpSteerError
 from interp_steer.io import save_safetensors_atomic, write_figure_atomic
 from interp_steer.methods.activations import hook_layer
@@ -47,6 +48,7 @@ from interp_steer.steering.interventions import (
     steer,
 )
 from interp_steer.steering.vector import SteeringVector
+from interp_steer.validation import dumps as _strict_dumps
 
 METHODS = ("bipo", "yapo")
 
@@ -167,6 +169,7 @@ def prepare_pairs(model: Any, examples: Sequence[PreferenceExample], max_length:
         raise InterpSteerError("no preference examples to train on")
     tok = model.tokenizer
     ids, starts, instr = [], [], []
+    n_cut = 0
     for i, ex in enumerate(examples):
         if not ex.chosen or not ex.rejected:
             raise InterpSteerError(f"example {i} has an empty chosen or rejected answer")
@@ -174,6 +177,7 @@ def prepare_pairs(model: Any, examples: Sequence[PreferenceExample], max_length:
             ct = chat_tokens(tok, ex.prompt, answer)
             if len(ct.ids) > max_length:  # keep the response: cut the prompt's start
                 cut = len(ct.ids) - max_length
+                n_cut += 1
                 if cut >= ct.response_start - 1:
                     raise InterpSteerError(f"example {i}: the response alone exceeds max_length={max_length}")
                 ids.append(ct.ids[cut:])
@@ -183,6 +187,9 @@ def prepare_pairs(model: Any, examples: Sequence[PreferenceExample], max_length:
                 ids.append(ct.ids)
                 starts.append(ct.response_start)
                 instr.append(ct.instruction_end)
+    if n_cut:
+        warnings.warn(f"{n_cut} of {len(ids)} prompt+answer sequences exceed max_length={max_length} tokens: "
+                      "their prompts were cut from the start (the answers are kept whole)", stacklevel=2)
     return PreparedPairs(ids, starts, instr)
 
 
@@ -423,7 +430,7 @@ def _save_checkpoint(path: Path, v: torch.Tensor, opt: torch.optim.Optimizer, st
     meta = {"step": step, "epoch": epoch, "order": order, "adam_step": float(state["step"]) if state else 0.0,
             "config": asdict(cfg), "torch_rng": torch.get_rng_state().tolist(),
             "best": None if best is None else {"step": best["step"], "value": best["value"]}}
-    save_safetensors_atomic(tensors, path / "checkpoint.safetensors", metadata={"interp_steer_ckpt": json.dumps(meta)})
+    save_safetensors_atomic(tensors, path / "checkpoint.safetensors", metadata={"interp_steer_ckpt": _strict_dumps(meta)})
 
 
 def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
@@ -511,6 +518,9 @@ def train_vector(
             raise InterpSteerError(f"unknown training option {key!r}")
         setattr(cfg, key, value)
     _check_config(cfg)
+    data = as_preference_examples(data)
+    if eval_data is not None:
+        eval_data = as_preference_examples(eval_data)
     hook = _resolve(model, cfg, sae)
     if eval_data is None:
         train_ex, eval_ex = split_examples(data, cfg.eval_fraction, cfg.seed)
@@ -601,7 +611,7 @@ def train_vector(
                       "nnz": int((v.detach() != 0).sum()), "seconds": time.perf_counter() - t0}
             history.append(record)
             if log_fh:
-                log_fh.write(json.dumps(record) + "\n")
+                log_fh.write(_strict_dumps(record) + "\n")
                 log_fh.flush()
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['pref_acc']:.2f}")
@@ -616,7 +626,7 @@ def train_vector(
                 if best is None or ev["loss"] < best["value"]:
                     best = {"step": step, "value": ev["loss"], "v": v.detach().clone()}
                 if log_fh:
-                    log_fh.write(json.dumps({"eval": ev}) + "\n")
+                    log_fh.write(_strict_dumps({"eval": ev}) + "\n")
                     log_fh.flush()
             if epoch_done and cfg.save_every_epoch and out_dir is not None:
                 _artifact(model, sae, cfg, hook, v, history, evals).save(out_dir / f"vector_epoch{epoch + 1}")
@@ -673,6 +683,22 @@ def _check_config(cfg: PreferenceConfig) -> None:
         raise bad(f"max_edit_norm must be a positive finite number, got {cfg.max_edit_norm}")
     if cfg.eval_every < 0:
         raise bad(f"eval_every must be >= 0, got {cfg.eval_every}")
+    for name, low, strict in (("strength", None, False), ("beta", 0.0, True), ("weight_decay", 0.0, False),
+                              ("grad_clip", 0.0, False), ("warmup_ratio", 0.0, False), ("eval_fraction", 0.0, False),
+                              ("l1_penalty", 0.0, False)):
+        value = getattr(cfg, name)
+        if value is None and name == "grad_clip":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+                low is not None and (value <= low if strict else value < low)):
+            raise bad(f"{name} must be a finite number{'' if low is None else (' > ' if strict else ' >= ') + str(low)}, "
+                      f"got {value}")
+    if cfg.strength == 0:
+        raise bad("strength must be non-zero (it scales the vector during training)")
+    if not cfg.warmup_ratio < 1 or not cfg.eval_fraction < 1:
+        raise bad(f"warmup_ratio and eval_fraction must be < 1, got {cfg.warmup_ratio} and {cfg.eval_fraction}")
+    if cfg.max_length < 8:
+        raise bad(f"max_length must be >= 8 tokens, got {cfg.max_length}")
 
 
 def _constrain(v: torch.Tensor, cfg: PreferenceConfig, lr: float, support: torch.Tensor | None,
@@ -759,7 +785,7 @@ def _read_log(path: Path, upto: int) -> tuple[list[dict[str, Any]], list[dict[st
         elif "eval" in row and row["eval"].get("step", upto + 1) <= upto:
             rows.append(row)
             evals.append(row["eval"])
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.write_text("".join(_strict_dumps(r) + "\n" for r in rows))
     return [r for r in rows if "step" in r], evals
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from interp_steer.data.schemas import PreferenceExample
+from interp_steer.data.schemas import PreferenceExample, as_preference_examples
 from interp_steer.errors import InterpSteerError
 from interp_steer.methods.activations import collect_activations, preference_chats
 from interp_steer.models import model_fingerprint
@@ -52,6 +52,7 @@ def compute_sas(
 ) -> SteeringVector:
     validate_sae(sae, model)
     hook = sae.cfg.metadata.hook_name
+    examples = as_preference_examples(examples)
     chosen, rejected = preference_chats(model, examples)
     # encode per token, then average the codes (the SAE is non-linear: mean of codes != code of the mean)
     def encode(acts: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +119,14 @@ def load_sae(
     if device is None and model is not None:
         device = model.cfg.device
     device_str = str(device or "cpu")
+    if release is not None and sae_id is None and path is None and _looks_like_folder(release):
+        release, path = None, release  # load_sae("/a/folder") means the folder, not a hub release
     if release is not None:
         if sae_id is None:
-            raise InterpSteerError("load_sae(release, sae_id): sae_id is required with a release")
+            raise InterpSteerError(
+                f"load_sae({release!r}): a sae-lens release needs its sae_id (load_sae(release, sae_id)); "
+                "for a local folder pass path=..."
+            )
         try:
             sae = SAE.from_pretrained(release, sae_id, device=device_str, dtype=dtype)
         except Exception as exc:  # sae-lens raises ValueError/OSError/HTTP errors
@@ -146,18 +152,28 @@ def load_sae(
     return sae
 
 
+def _looks_like_folder(name: str | Path) -> bool:
+    """A local path (it exists, is absolute or relative, has a separator) or a shipped SAE name."""
+    text = str(name)
+    return (Path(text).exists() or os.sep in text or text.startswith(("~", "."))
+            or (SHIPPED_DIR / text).is_dir())
+
+
 def _resolve_folder(path: str | Path | None) -> Path:
     if path is None:
         folder = SHIPPED_DIR / DEFAULT_SAE
         if not folder.is_dir():
             raise InterpSteerError(f"the shipped default SAE is missing from the package ({folder})")
         return folder
-    folder = Path(path)
+    folder = Path(path).expanduser()
     if folder.is_dir():
         return folder
     shipped = SHIPPED_DIR / str(path)
     if shipped.is_dir():
         return shipped
+    if folder.exists():
+        raise InterpSteerError(f"SAE path {path} is a file; expected a sae-lens SAE folder (cfg.json + "
+                               "sae_weights.safetensors)")
     raise InterpSteerError(
         f"SAE folder not found: {path} (shipped SAEs: {', '.join(list_shipped_saes()) or 'none'})"
     )

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp_steer.errors import InterpSteerError
+from interp_steer.validation import dumps as _strict_dumps
 
 Architecture = Literal["topk", "jumprelu", "standard"]
 
@@ -206,7 +207,7 @@ def save_training_result(
         "tokenized_rows": n_rows,
         "model": str(runner.cfg.model_name),
     }
-    (out / "interp_steer.json").write_text(json.dumps(meta, indent=2))
+    (out / "interp_steer.json").write_text(_strict_dumps(meta, indent=2))
 
 
 def export_checkpoint(checkpoint: str | Path, output_dir: str | Path, *, command: str | None = None,
@@ -247,5 +248,5 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path, *, command
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "note": note,
     }
-    (out / "interp_steer.json").write_text(json.dumps(meta, indent=2))
+    (out / "interp_steer.json").write_text(_strict_dumps(meta, indent=2))
     return out

@@ -182,10 +182,21 @@ class SteeringHandle:
 
     def __init__(self, interventions: dict[str, Intervention], strength: float | torch.Tensor, state: StepState):
         self.interventions = interventions
-        self.strength = strength
+        self.strength = strength  # validated: a NaN or infinite strength never reaches the model
         self.state = state
         self._handles: list[Any] = []
         self.active = True
+
+    @property
+    def strength(self) -> float | torch.Tensor:
+        return self._strength
+
+    @strength.setter
+    def strength(self, value: float | torch.Tensor) -> None:
+        from interp_steer.validation import check_strength
+
+        check_strength(value)
+        self._strength = value
 
     def transform(self, hook: str, h: Act) -> Act:
         if not self.active:

@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float
 
 from interp_steer.errors import InterpSteerError
+from interp_steer.validation import finite_json
 
 Kind = Literal["dense", "sae", "affine"]
 KINDS: tuple[str, ...] = ("dense", "sae", "affine")
@@ -63,6 +64,11 @@ class SteeringVector:
                 raise InterpSteerError(f"{self.kind} vector at {hook} lacks tensors {sorted(missing)}")
         if self.kind == "sae" and self.sae is None:
             raise InterpSteerError("an SAE-latent vector must record its SAE reference")
+        from interp_steer.validation import check_tensor
+
+        for hook, parts in self.tensors.items():
+            for name in TENSOR_NAMES[self.kind]:
+                check_tensor(parts[name], f"{self.method} {name} at {hook}")
 
     # ------------------------------------------------------------------------------------------ access
     @property
@@ -108,9 +114,18 @@ class SteeringVector:
                 f"tokenizer {mine.get('tokenizer_hash')}) but is applied to {fp['name']} "
                 f"(config {fp['config_hash']}, tokenizer {fp['tokenizer_hash']})"
             )
+        from interp_steer.validation import hook_width
+
         for hook in self.hook_points:
             if hook not in model.hook_dict:
                 raise InterpSteerError(f"hook point {hook!r} of the vector does not exist in {fp['name']}")
+            width = hook_width(model, hook)
+            if self.kind != "sae" and width is not None:
+                for name in TENSOR_NAMES[self.kind]:
+                    got = int(self.tensors[hook][name].shape[-1])
+                    if got != width:
+                        raise InterpSteerError(f"{self.method} {name} at {hook} has {got} entries but "
+                                               f"{fp['name']} is {width} wide there")
         if self.kind == "sae":
             if sae is None:
                 raise InterpSteerError(
@@ -143,7 +158,7 @@ class SteeringVector:
         flat = {f"{hook}::{name}": t.detach().to("cpu").contiguous()
                 for hook, parts in self.tensors.items() for name, t in parts.items()}
         meta = self.metadata()
-        text = json.dumps(meta, indent=2, default=_json_default)
+        text = json.dumps(finite_json(meta), indent=2, default=_json_default)  # strict JSON: NaN → null
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         tmp_json = target.with_suffix(".json").with_name(f".{target.stem}.json.tmp-{os.getpid()}")
         try:
@@ -178,18 +193,31 @@ class SteeringVector:
             raise InterpSteerError(f"{file}: not a readable safetensors file ({exc})") from exc
         if "interp_steer" not in header:
             raise InterpSteerError(f"{file}: safetensors file without interp_steer metadata")
-        meta = json.loads(header["interp_steer"])
-        if meta.get("format") != FORMAT:
-            raise InterpSteerError(f"{file}: unsupported format {meta.get('format')!r} (expected {FORMAT})")
+        try:
+            meta = json.loads(header["interp_steer"])
+        except json.JSONDecodeError as exc:
+            raise InterpSteerError(f"{file}: its interp_steer metadata is not valid JSON ({exc.msg})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else None
+            raise InterpSteerError(f"{file}: unsupported format {got!r} (expected {FORMAT})")
         tensors: dict[str, dict[str, torch.Tensor]] = {}
         for key, tensor in flat.items():
             hook, _, name = key.rpartition("::")
             tensors.setdefault(hook, {})[name] = tensor.to(device) if device is not None else tensor
-        vec = cls(
-            method=meta["method"], kind=meta["kind"], tensors={h: tensors[h] for h in meta["hook_points"]},
-            model=meta["model"], sae=meta.get("sae"), positions=meta.get("positions", "all"),
-            config=meta.get("config", {}), metrics=meta.get("metrics", {}), created=meta.get("created", ""),
-        )
+        missing = [k for k in ("method", "kind", "hook_points", "model") if k not in meta]
+        if missing:
+            raise InterpSteerError(f"{file}: its interp_steer metadata lacks {missing}")
+        absent = [h for h in meta["hook_points"] if h not in tensors]
+        if absent:
+            raise InterpSteerError(f"{file}: no tensors for hook point(s) {absent} named in its metadata")
+        try:
+            vec = cls(
+                method=meta["method"], kind=meta["kind"], tensors={h: tensors[h] for h in meta["hook_points"]},
+                model=meta["model"], sae=meta.get("sae"), positions=meta.get("positions", "all"),
+                config=meta.get("config", {}), metrics=meta.get("metrics", {}), created=meta.get("created", ""),
+            )
+        except InterpSteerError as exc:
+            raise InterpSteerError(f"{file}: {exc}") from None
         if model is not None:
             vec.check_compatible(model, sae)
         return vec
@@ -203,13 +231,26 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+# safetensors headers are JSON; cap what is read to decide whether a file is one
+_MAX_HEADER = 100 * 1024 * 1024
+
+
 def _refuse_non_safetensors(file: Path) -> None:
-    """Refuse pickles (``torch.save`` zips, raw pickle streams) before anything parses them."""
+    """Accept a file only when it *is* safetensors (an 8-byte little-endian length, then that many bytes of
+    JSON object); name pickles (``torch.save`` zips, pickle streams) as such, and never parse them."""
+    size = file.stat().st_size
     with open(file, "rb") as fh:
-        head = fh.read(16)
-    if head[:2] == b"PK" or head[:1] == b"\x80" or file.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt"):
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        header = fh.read(n) if 2 <= n <= min(size - 8, _MAX_HEADER) else b""
+    if header:
+        try:
+            if isinstance(json.loads(header.decode("utf-8")), dict):
+                return
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            pass
+    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
         raise InterpSteerError(
             f"{file}: refusing to load a pickle/torch.save file (unsafe); steering vectors are safetensors"
         )
-    if len(head) < 9 or head[8:9] != b"{":
-        raise InterpSteerError(f"{file}: not a safetensors file")
+    raise InterpSteerError(f"{file}: not a safetensors file (no valid safetensors header)")
