@@ -300,9 +300,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
             print(f"warning: at λ = {float(strength):g} held-out perplexity is ×{shown} the unsteered model's "
                   f"(bound ×{args.max_ppl_ratio:g}): these generations may not be fluent", file=sys.stderr)
     strength = float(strength)  # "auto" was replaced above (it is refused without a vector)
-    outputs = generate(model, prompts, vector, strength, sae=sae, max_new_tokens=args.max_new_tokens,
-                       temperature=args.temperature, batch_size=args.batch_size, positions=args.positions,
-                       seed=args.seed, progress=True)
+    gens = generate(model, prompts, vector, strength, sae=sae, max_new_tokens=args.max_new_tokens,
+                    temperature=args.temperature, batch_size=args.batch_size, positions=args.positions,
+                    seed=args.seed, progress=True, return_tokens=True)
+    outputs = [g.text for g in gens]  # type: ignore[union-attr]
+    hook_calls: dict[str, int] = {}
+    for start in range(0, len(gens), args.batch_size):  # each batch's counts sit on each of its generations
+        for hook, n in gens[start].hook_calls.items():  # type: ignore[union-attr]
+            hook_calls[hook] = hook_calls.get(hook, 0) + n
     baseline = None
     if vector is not None and args.compare:
         baseline = generate(model, prompts, None, max_new_tokens=args.max_new_tokens,
@@ -315,6 +320,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         rows.append(row)
     result = {
         "model": model.cfg.model_name, "vector": args.vector, "strength": strength, "fluency": fluency,
+        "hook_calls": hook_calls,  # steering applications per hook point: the proof that the vector acted
         "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed,
         "positions": args.positions, "generations": rows,
     }
@@ -384,8 +390,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.sparse and args.method != "yapo":
         raise InterpSteerError("--sparse is a YaPO option (SAE latents)")
     for name in ("layer", "lr", "epochs", "batch_size", "grad_accum", "max_steps", "beta", "seed",
-                 "checkpoint_every", "positions", "top_k", "prox_l1", "support", "support_size", "max_edit_norm",
-                 "eval_every", "select", "eval_fraction"):
+                 "checkpoint_every", "positions", "top_k", "final_top_k", "prox_l1", "support", "support_size",
+                 "max_edit_norm", "eval_every", "select", "eval_fraction"):
         value = getattr(args, name)
         if value is not None:
             options[name] = value
@@ -468,6 +474,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--positions", choices=["all", "after_instruction", "generated"], default=None)
     p.add_argument("--l1", type=float, default=0.0, help="an L1 term in the loss (Adam normalises it: prefer --prox-l1)")
     p.add_argument("--top-k", type=int, default=None, help="yapo/bipo: keep the top-k entries of v after each step")
+    p.add_argument("--final-top-k", type=int, default=None,
+                   help="after training, keep the k coordinates carrying most of the decoded effect (|v_i|·‖W_dec,i‖)")
     p.add_argument("--prox-l1", type=float, default=None,
                    help="soft-threshold of v after each step, in units of the learning rate")
     p.add_argument("--support", choices=["active", "contrast"], default=None,
@@ -475,7 +483,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--support-size", type=int, default=None, help="yapo: latents in the support (default 256)")
     p.add_argument("--max-edit-norm", type=float, default=None, help="cap on the norm of the decoded edit")
     p.add_argument("--sparse", action="store_true",
-                   help="yapo: the sparse default (contrast support of 256 latents + soft-threshold 0.5)")
+                   help="yapo: the sparse default (exact training, then its 256 heaviest latents: --final-top-k 256)")
     p.add_argument("--eval-fraction", type=float, default=None,
                    help="share of the training pairs held out to select the vector (default 0.1)")
     p.add_argument("--eval-every", type=int, default=None, help="steps between held-out evaluations (default: epoch)")
@@ -594,7 +602,7 @@ def _add_contrastive(sub: Any) -> None:
 # --------------------------------------------------------------------------------------------------- main
 
 
-_COMMAND_MODULES = ("evaluate", "dashboard", "attribute", "patch")  # interp_steer/commands/<name>.py, each with add_parser(sub)
+_COMMAND_MODULES = ("evaluate", "dashboard", "attribute", "patch", "export")  # interp_steer/commands/<name>.py, each with add_parser(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ Greedy outputs of both backends agree token for token (tested).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,9 +35,13 @@ from interp_steer.steering.vector import SteeringVector
 
 @dataclass
 class Generation:
+    """One answer; ``hook_calls`` counts the steering applications per hook point in its batch (the proof that
+    steering fired: a steered batch whose hooks never fired raises instead)."""
+
     prompt: str
     text: str
     tokens: list[int]
+    hook_calls: dict[str, int] = field(default_factory=dict)
 
 
 def _eos_ids(tokenizer: Any) -> list[int]:
@@ -160,14 +164,14 @@ def generate(
         if seed is not None:
             torch.manual_seed(seed + start)
         if backend == "hf":
-            new = _hf_generate(twin, tokens, mask, interventions, strength, starts, max_new_tokens,
-                               temperature, top_p, pad, eos, ignore_eos)
+            new, calls = _hf_generate(twin, tokens, mask, interventions, strength, starts, max_new_tokens,
+                                      temperature, top_p, pad, eos, ignore_eos)
         else:
-            new = _tl_generate(model, tokens, interventions, strength, starts, max_new_tokens,
-                               temperature, top_p, eos, ignore_eos)
+            new, calls = _tl_generate(model, tokens, interventions, strength, starts, max_new_tokens,
+                                      temperature, top_p, eos, ignore_eos)
         for prompt, row in zip(batch, new, strict=True):
             toks = row if ignore_eos else _trim(row, eos)
-            results.append(Generation(prompt, tokenizer.decode(toks, skip_special_tokens=True), toks))
+            results.append(Generation(prompt, tokenizer.decode(toks, skip_special_tokens=True), toks, dict(calls)))
     if return_tokens:
         return results
     return [r.text for r in results]
@@ -176,7 +180,7 @@ def generate(
 @torch.no_grad()
 def _hf_generate(hf: Any, tokens: torch.Tensor, mask: torch.Tensor, interventions: dict[str, Intervention],
                  strength: float, starts: torch.Tensor | None, max_new_tokens: int, temperature: float,
-                 top_p: float, pad: int, eos: list[int], ignore_eos: bool = False) -> list[list[int]]:
+                 top_p: float, pad: int, eos: list[int], ignore_eos: bool = False) -> tuple[list[list[int]], dict[str, int]]:
     device = next(hf.parameters()).device
     handle = SteeringHandle(interventions, strength, StepState(starts=starts))
     try:
@@ -193,13 +197,14 @@ def _hf_generate(hf: Any, tokens: torch.Tensor, mask: torch.Tensor, intervention
         )
     finally:
         handle.remove()
-    return out[:, tokens.shape[1]:].tolist()
+    calls = handle.check_fired("steered generation (hf)") if interventions else {}
+    return out[:, tokens.shape[1]:].tolist(), calls
 
 
 @torch.no_grad()
 def _tl_generate(model: Any, tokens: torch.Tensor, interventions: dict[str, Intervention], strength: float,
                  starts: torch.Tensor | None, max_new_tokens: int, temperature: float, top_p: float,
-                 eos: list[int], ignore_eos: bool = False) -> list[list[int]]:
+                 eos: list[int], ignore_eos: bool = False) -> tuple[list[list[int]], dict[str, int]]:
     state = StepState(starts=starts)
     seen = {"n": 0}
     trackers = []
@@ -228,4 +233,5 @@ def _tl_generate(model: Any, tokens: torch.Tensor, interventions: dict[str, Inte
             t.remove()
         if handle is not None:
             handle.remove()
-    return out[:, tokens.shape[1]:].tolist()
+    calls = handle.check_fired("steered generation (tl)") if handle is not None else {}
+    return out[:, tokens.shape[1]:].tolist(), calls

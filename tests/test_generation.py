@@ -64,3 +64,37 @@ def test_default_model_backends_agree(model):
         assert [g.tokens for g in fast] == [g.tokens for g in ref]
         by_strength[strength] = [g.tokens for g in fast]
     assert by_strength[1.0] != by_strength[0.0]  # the vector acts: a no-op steering hook fails here
+
+
+@pytest.mark.parametrize("backend", ["hf", "tl"])
+def test_steered_generation_reports_how_often_each_hook_fired(tiny_model, backend):
+    from interp_steer.generation import generate
+    from interp_steer.models import model_fingerprint
+    from interp_steer.steering import SteeringVector
+
+    hook = "blocks.1.hook_resid_post"
+    vec = SteeringVector("caa", "dense", {hook: {"vector": torch.ones(tiny_model.cfg.d_model)}},
+                         model_fingerprint(tiny_model).to_dict())
+    out = generate(tiny_model, ["Hi", "Hello there"], vec, 2.0, max_new_tokens=5, backend=backend,
+                   return_tokens=True, ignore_eos=True)
+    # one call for the prompt, then one per new token after the first (KV cache)
+    assert out[0].hook_calls == {hook: 5} and out[1].hook_calls == {hook: 5}
+    plain = generate(tiny_model, ["Hi"], max_new_tokens=3, backend=backend, return_tokens=True)
+    assert plain[0].hook_calls == {}
+
+
+def test_a_steering_block_whose_hook_never_fired_is_an_error(tiny_model):
+    from interp_steer.errors import InterpSteerError
+    from interp_steer.models import model_fingerprint
+    from interp_steer.steering import SteeringVector, steer
+
+    hook = "blocks.1.hook_resid_post"
+    vec = SteeringVector("caa", "dense", {hook: {"vector": torch.ones(tiny_model.cfg.d_model)}},
+                         model_fingerprint(tiny_model).to_dict())
+    tokens = torch.tensor([[1, 2, 3]])
+    with steer(tiny_model, vec, 1.0, require_fired=True) as handle:
+        tiny_model(tokens)
+    assert handle.calls == {hook: 1}
+    with pytest.raises(InterpSteerError, match=r"never fired"):
+        with steer(tiny_model, vec, 1.0, require_fired=True):
+            tiny_model(tokens, stop_at_layer=1)  # stops before block 1's output

@@ -287,3 +287,30 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_vector(tmp_path):
     assert "resumed_from_step" not in meta_full and meta_resumed["resumed_from_step"] == 4
     log = [json.loads(x) for x in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "step" in r and "loss" in r] == list(range(1, 10))
+
+
+def test_final_top_k_truncates_the_selected_vector_to_its_heaviest_latents(tiny_model):
+    """The sparse default: training is the exact method; the selected vector keeps its k heaviest latents by
+    |v_i|·‖W_dec[i]‖ (not by |v_i|), and nothing else changes."""
+    from interp_steer.methods.preference import SPARSE_DEFAULT
+    from interp_steer.methods.sparsify import top_k_truncate
+
+    assert SPARSE_DEFAULT == {"final_top_k": 256}
+    sae = make_sae("standard", tiny_model.cfg.d_model, 64, TINY_HOOK)
+    with torch.no_grad():  # decoder norms far from uniform, so |v_i| and |v_i|·‖W_dec[i]‖ rank differently
+        sae.W_dec.mul_(torch.linspace(0.05, 3.0, 64)[:, None])
+    kw = dict(epochs=2, batch_size=2, lr=2e-2, eval_fraction=0.0, progress=False)
+    exact = train_vector(tiny_model, PAIRS, "yapo", sae=sae, **kw).vector
+    sparse = train_vector(tiny_model, PAIRS, "yapo", sae=sae, final_top_k=8, **kw).vector
+    v, s = exact.vector(), sparse.vector()
+    assert int((v != 0).sum()) > 8 and int((s != 0).sum()) == 8
+    weight = v.abs() * sae.W_dec.norm(dim=1)
+    kept = set(torch.nonzero(s).flatten().tolist())
+    assert kept == set(weight.topk(8).indices.tolist())
+    assert torch.equal(s[list(kept)], v[list(kept)])  # kept latents unchanged
+    assert torch.equal(top_k_truncate(exact, 8, sae=sae).vector(), s)
+    share = next(iter(sparse.metrics["truncation"]["hooks"].values()))["kept_share"]
+    assert share == pytest.approx(float(weight.topk(8).values.sum() / weight.sum()))
+    assert sparse.config["final_top_k"] == 8 and sparse.metrics["nnz"] == 8
+    with pytest.raises(InterpSteerError, match="final_top_k must be a positive integer"):
+        train_vector(tiny_model, PAIRS, "yapo", sae=sae, final_top_k=0, **kw)

@@ -66,7 +66,8 @@ def _steering(model: Any, vector: SteeringVector | None, strength: float, sae: A
     if vector is None or strength == 0:
         return nullcontext()
     policy = positions or vector.positions
-    return steer(model, vector, strength, sae=sae, positions=policy, starts=starts if policy != "all" else None)
+    return steer(model, vector, strength, sae=sae, positions=policy, starts=starts if policy != "all" else None,
+                 require_fired=True)
 
 
 def _starts_for(policy: str, instruction_end: list[int], response_start: list[int]) -> torch.Tensor:

@@ -186,6 +186,17 @@ class SteeringHandle:
         self.state = state
         self._handles: list[Any] = []
         self.active = True
+        self.calls: dict[str, int] = dict.fromkeys(interventions, 0)  # applications per hook point (proof it fired)
+
+    def check_fired(self, what: str = "the steered call") -> dict[str, int]:
+        """The per-hook application counts; an error naming the silent hooks when one never fired."""
+        silent = [h for h, n in self.calls.items() if n == 0]
+        if silent:
+            raise InterpSteerError(
+                f"{what} ran without steering: hook(s) {silent} never fired (the forward pass did not reach them, "
+                "or the model was called outside the steering context)"
+            )
+        return dict(self.calls)
 
     @property
     def strength(self) -> float | torch.Tensor:
@@ -201,6 +212,7 @@ class SteeringHandle:
     def transform(self, hook: str, h: Act) -> Act:
         if not self.active:
             return h
+        self.calls[hook] += 1
         steered = self.interventions[hook](h, self.strength)
         mask = self.state.mask(h.shape[0], h.shape[1], h.device)
         if mask is None:
@@ -266,17 +278,24 @@ def steer(
     starts: torch.Tensor | None = None,
     check: bool = True,
     sparse: bool | str = "auto",
+    require_fired: bool = False,
 ) -> Iterator[SteeringHandle]:
     """Apply ``vector`` at ``strength`` inside the ``with`` block; hooks are always removed on exit.
 
-    >>> with steer(model, vec, strength=4.0):
+    ``handle.calls`` counts the applications per hook point; with ``require_fired`` a block that ends without
+    every hook having fired raises (the scoring functions use this, so a result is never silently unsteered).
+
+    >>> with steer(model, vec, strength=4.0) as handle:
     ...     logits = model(tokens)
+    >>> handle.calls   # {"blocks.15.hook_resid_post": 1}
     """
     handle = attach(model, vector, strength, sae=sae, positions=positions, starts=starts, check=check, sparse=sparse)
     try:
         yield handle
     finally:
         handle.remove()
+    if require_fired:
+        handle.check_fired()
 
 
 # ----------------------------------------------------------------------------- Hugging Face twin hooks

@@ -171,6 +171,20 @@ class SteeringVector:
             tmp_json.unlink(missing_ok=True)
         return target
 
+    def to_gguf(self, path: str | os.PathLike[str], *, strength: float = 1.0, model: Any | None = None,
+                hint: str | None = None, sae: Any | None = None, approximate: bool = False) -> Path:
+        """Export as a llama.cpp control vector (see :mod:`interp_steer.steering.gguf`)."""
+        from interp_steer.steering.gguf import to_gguf
+
+        return to_gguf(self, path, strength=strength, model=model, hint=hint, sae=sae, approximate=approximate)
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike[str], model: Any) -> SteeringVector:
+        """Read a llama.cpp control vector (written by llama.cpp tools, repeng, EasySteer or :meth:`to_gguf`)."""
+        from interp_steer.steering.gguf import from_gguf
+
+        return from_gguf(path, model)
+
     @classmethod
     def load(
         cls, path: str | os.PathLike[str], *, model: Any | None = None, sae: Any | None = None,
