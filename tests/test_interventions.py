@@ -170,3 +170,35 @@ def test_strength_is_differentiable_through_the_latent(tiny_model, tiny_sae):
         loss = tiny_model(tokens).logsumexp(-1).mean()
     loss.backward()
     assert v.grad is not None and v.grad.abs().sum() > 0
+
+
+def test_directional_ablation_and_ablation_then_addition(tiny_model, tmp_path):
+    """``ablate`` projects the direction out of h (λ = 1: nothing of it left), ``ablate_add`` sets the component
+    along v̂ to λ·‖v‖; both survive save/load and go through the one intervention layer."""
+    import dataclasses
+
+    from interp_steer.errors import InterpSteerError
+    from interp_steer.models import model_fingerprint
+    from interp_steer.steering import SteeringVector, steer
+
+    hook = "blocks.1.hook_resid_pre"
+    torch.manual_seed(0)
+    v = torch.randn(tiny_model.cfg.d_model)
+    unit = v / v.norm()
+    add = SteeringVector("caa", "dense", {hook: {"vector": v}}, model_fingerprint(tiny_model).to_dict())
+    tokens = torch.tensor([[1, 2, 3, 4]])
+    seen: dict[str, torch.Tensor] = {}
+    for operator, lam, expected in (("ablate", 1.0, 0.0), ("ablate_add", 2.0, 2.0 * float(v.norm()))):
+        vec = SteeringVector.load(dataclasses.replace(add, operator=operator).save(tmp_path / operator))
+        assert vec.operator == operator
+        with steer(tiny_model, vec, lam):
+            # a forward hook registered after the steering hook sees the steered value
+            handle = tiny_model.hook_dict[hook].register_forward_hook(lambda m, i, o: seen.__setitem__("h", o.detach()))
+            tiny_model(tokens)
+            handle.remove()
+        component = seen["h"] @ unit
+        assert torch.allclose(component, torch.full_like(component, expected), atol=1e-4), operator
+    with pytest.raises(InterpSteerError, match="unknown operator"):
+        dataclasses.replace(add, operator="multiply")
+    with pytest.raises(InterpSteerError, match="llama.cpp control vectors can only add"):
+        dataclasses.replace(add, operator="ablate").to_gguf(tmp_path / "a.gguf", hint="llama")

@@ -59,7 +59,7 @@ def top_k_truncate(vector: SteeringVector, k: int, *, sae: Any | None = None) ->
     metrics = {**vector.metrics, "truncation": record, "nnz": sum(h["nnz_after"] for h in record["hooks"].values())}
     config = {**vector.config, "final_top_k": k}
     return SteeringVector(vector.method, vector.kind, tensors, dict(vector.model), vector.sae, vector.positions,
-                          config, metrics, vector.created)
+                          config, metrics, vector.created, vector.operator)
 
 
 __all__ = ["contribution", "top_k_truncate"]

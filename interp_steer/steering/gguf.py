@@ -72,6 +72,9 @@ def to_gguf(vector: SteeringVector, path: str | os.PathLike[str], *, strength: f
     target = check_output_file(path, "GGUF path")
     if vector.positions != "all":
         raise InterpSteerError(f"llama.cpp steers every position; this vector's policy is {vector.positions!r}")
+    if vector.operator != "add":
+        raise InterpSteerError(f"llama.cpp control vectors can only add a direction; operator {vector.operator!r} "
+                               "(projection) cannot be expressed")
     if vector.kind == "affine":
         raise InterpSteerError("affine (LinEAS) vectors are not additive: llama.cpp control vectors cannot hold them")
     if vector.kind == "sae" and not approximate:

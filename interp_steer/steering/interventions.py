@@ -42,11 +42,21 @@ class Intervention:
 
 
 class DenseIntervention(Intervention):
-    def __init__(self, vector: Float[torch.Tensor, " d"]):
+    """``add``: ``h + λ·v``; ``ablate``: ``h − λ·(h·v̂)·v̂``; ``ablate_add``: ``h − (h·v̂)·v̂ + λ·v``."""
+
+    def __init__(self, vector: Float[torch.Tensor, " d"], operator: str = "add"):
         self.vector = vector
+        self.operator = operator
 
     def __call__(self, h: Act, strength: float | torch.Tensor) -> Act:
-        return h + strength * self.vector.to(h)
+        v = self.vector.to(h)
+        if self.operator == "add":
+            return h + strength * v
+        unit = v / v.norm().clamp_min(1e-12)
+        projection = (h @ unit)[..., None] * unit
+        if self.operator == "ablate":
+            return h - strength * projection
+        return h - projection + strength * v
 
 
 class AffineIntervention(Intervention):
@@ -128,7 +138,7 @@ def interventions_for(vector: SteeringVector, sae: Any | None = None, *, sparse:
     out: dict[str, Intervention] = {}
     for hook, parts in vector.tensors.items():
         if vector.kind == "dense":
-            out[hook] = DenseIntervention(parts["vector"])
+            out[hook] = DenseIntervention(parts["vector"], vector.operator)
         elif vector.kind == "affine":
             out[hook] = AffineIntervention(parts["scale"], parts["bias"])
         else:

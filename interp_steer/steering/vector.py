@@ -23,6 +23,8 @@ from interp_steer.validation import finite_json
 
 Kind = Literal["dense", "sae", "affine"]
 KINDS: tuple[str, ...] = ("dense", "sae", "affine")
+# how a dense vector acts: add it, project its direction out of h, or project out then add (refusal-direction work)
+OPERATORS: tuple[str, ...] = ("add", "ablate", "ablate_add")
 FORMAT = "interp_steer.vector/1"
 # tensor names per hook point for each kind
 TENSOR_NAMES: dict[str, tuple[str, ...]] = {"dense": ("vector",), "sae": ("latent",), "affine": ("scale", "bias")}
@@ -41,6 +43,9 @@ class SteeringVector:
         sae: SAE reference dict (hook, d_sae, architecture, content_hash, release/sae_id or path) for ``sae`` kind.
         positions: default position policy when applied ("all", "after_instruction", "generated").
         config: the method's settings; metrics: what it measured (losses, accuracies, norms).
+        operator: for dense vectors, ``add`` (``h + λ·v``, the default), ``ablate`` (``h − λ·(h·v̂)·v̂``: λ = 1
+            removes the direction) or ``ablate_add`` (``h − (h·v̂)·v̂ + λ·v``). Switch with
+            ``dataclasses.replace(vec, operator="ablate")``.
     """
 
     method: str
@@ -52,6 +57,7 @@ class SteeringVector:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+    operator: str = "add"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -62,6 +68,10 @@ class SteeringVector:
             missing = set(TENSOR_NAMES[self.kind]) - set(parts)
             if missing:
                 raise InterpSteerError(f"{self.kind} vector at {hook} lacks tensors {sorted(missing)}")
+        if self.operator not in OPERATORS:
+            raise InterpSteerError(f"unknown operator {self.operator!r}; expected one of {OPERATORS}")
+        if self.operator != "add" and self.kind != "dense":
+            raise InterpSteerError(f"operator {self.operator!r} needs a dense vector (this one is {self.kind})")
         if self.kind == "sae" and self.sae is None:
             raise InterpSteerError("an SAE-latent vector must record its SAE reference")
         from interp_steer.validation import check_tensor
@@ -91,13 +101,13 @@ class SteeringVector:
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> SteeringVector:
         tensors = {h: {k: v.to(device=device, dtype=dtype) for k, v in p.items()} for h, p in self.tensors.items()}
         return SteeringVector(self.method, self.kind, tensors, dict(self.model), self.sae, self.positions,
-                              dict(self.config), dict(self.metrics), self.created)
+                              dict(self.config), dict(self.metrics), self.created, self.operator)
 
     def metadata(self) -> dict[str, Any]:
         return {
             "format": FORMAT, "method": self.method, "kind": self.kind, "hook_points": self.hook_points,
             "model": self.model, "sae": self.sae, "positions": self.positions, "config": self.config,
-            "metrics": self.metrics, "created": self.created,
+            "metrics": self.metrics, "created": self.created, "operator": self.operator,
             "norms": self.norms(),
         }
 
@@ -229,6 +239,7 @@ class SteeringVector:
                 method=meta["method"], kind=meta["kind"], tensors={h: tensors[h] for h in meta["hook_points"]},
                 model=meta["model"], sae=meta.get("sae"), positions=meta.get("positions", "all"),
                 config=meta.get("config", {}), metrics=meta.get("metrics", {}), created=meta.get("created", ""),
+                operator=meta.get("operator", "add"),
             )
         except InterpSteerError as exc:
             raise InterpSteerError(f"{file}: {exc}") from None
