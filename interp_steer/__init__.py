@@ -53,16 +53,19 @@ _LAZY: dict[str, str] = {
     "explain": "interp_steer.interpret.attribution", "attribute": "interp_steer.interpret.attribution",
     "latent_usage": "interp_steer.interpret.attribution", "activation_patching": "interp_steer.interpret.patching",
     "inspect_latents": "interp_steer.interpret.latents", "build_dashboard": "interp_steer.interpret.dashboard",
+    # grids of experiments on Ray
+    "sweep": "interp_steer.sweeps", "SweepConfig": "interp_steer.sweeps",
 }
 
 __all__ = [
     "InterpSteerError", "__version__",
-    "MCQItem", "PreferenceConfig", "PreferenceExample", "SteeringVector", "ab_probability", "activation_patching",
-    "attach", "attribute", "build_dashboard", "calibrate_strength", "compare_methods", "compute_caa", "compute_sas",
-    "contrastive_vector", "culture_preferences", "explain", "fluency_check", "from_hf_model", "generate",
-    "inspect_latents", "latent_usage", "list_shipped_saes", "load_culture", "load_model", "load_pairs",
-    "load_preferences", "load_prompts", "load_sae", "model_fingerprint", "pair_probability", "preference_config",
-    "score_mcq", "steer", "strength_sweep", "text_perplexity", "train_lineas", "train_vector",
+    "MCQItem", "PreferenceConfig", "PreferenceExample", "SteeringVector", "SweepConfig", "ab_probability",
+    "activation_patching", "attach", "attribute", "build_dashboard", "calibrate_strength", "compare_methods",
+    "compute_caa", "compute_sas", "contrastive_vector", "culture_preferences", "explain", "fluency_check",
+    "from_hf_model", "generate", "inspect_latents", "latent_usage", "list_shipped_saes", "load_culture",
+    "load_model", "load_pairs", "load_preferences", "load_prompts", "load_sae", "model_fingerprint",
+    "pair_probability", "preference_config", "score_mcq", "steer", "strength_sweep", "sweep", "text_perplexity",
+    "train_lineas", "train_vector",
 ]  # = InterpSteerError, __version__ and every key of _LAZY (tested)
 
 
@@ -102,3 +105,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from interp_steer.saes import list_shipped_saes, load_sae
     from interp_steer.steering.interventions import attach, steer
     from interp_steer.steering.vector import SteeringVector
+    from interp_steer.sweeps import SweepConfig, sweep

@@ -64,7 +64,7 @@ def _check_hook(hook: str, args: argparse.Namespace, flag: str = "--hook") -> No
 
 # interp_steer/commands/<name>.py, each with add_parser(sub): one module per subcommand
 _COMMAND_MODULES = ("contrastive", "demo", "generate", "train", "train_sae", "prep_rejected", "evaluate", "compare",
-                    "dashboard", "attribute", "patch", "export")
+                    "dashboard", "attribute", "patch", "export", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

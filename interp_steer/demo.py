@@ -1,5 +1,6 @@
-"""The main job on the embedded default: learn a YaPO vector (exact by default; ``sparse=True`` adds
-:data:`~interp_steer.methods.preference.SPARSE_DEFAULT`, which the efficacy benchmark found too aggressive) for one country of the culture set, choose its
+"""The main job on the embedded default: learn a YaPO vector (the sparse default,
+:data:`~interp_steer.methods.preference.SPARSE_DEFAULT`: the exact method, then its 256 heaviest latents;
+``sparse=False`` keeps every latent) for one country of the culture set, choose its
 strength on validation data under a fluency bound, then show held-out MCQ accuracy and generations with and
 without steering, and which SAE latents the vector uses — with each latent's country selectivity.
 
@@ -29,7 +30,7 @@ def _split_stems(items: list[Any], fraction: float, seed: int) -> tuple[list[Any
 
 
 def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, lr: float | None = None,
-             sparse: bool = False, max_ratio: float = 1.2, strengths: tuple[float, ...] | None = None,
+             sparse: bool = True, max_ratio: float = 1.2, strengths: tuple[float, ...] | None = None,
              n_generations: int = 4, max_new_tokens: int = 40, output_dir: str | Path = "runs/demo",
              seed: int = 0, model: Any | None = None, sae: Any | None = None) -> dict[str, Any]:
     """Run the demo (see the module docstring); ``model``/``sae`` default to the embedded model and its

@@ -20,7 +20,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise InterpSteerError(f"--max-ppl-ratio must be a perplexity ratio above 1, got {args.max_ppl_ratio}")
     if args.strength and any(not (math.isfinite(x) and x > 0) for x in args.strength):
         raise InterpSteerError(f"--strength values must be positive numbers, got {args.strength}")
-    run_demo(args.country, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, sparse=args.sparse,
+    run_demo(args.country, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, sparse=not args.exact,
              max_ratio=args.max_ppl_ratio, strengths=tuple(args.strength) if args.strength else None,
              output_dir=args.output_dir, seed=args.seed)
     return 0
@@ -41,8 +41,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the 'small' preset's)")
-    p.add_argument("--sparse", action="store_true",
-                   help="add the sparse options (methods.preference.SPARSE_DEFAULT; see the README's efficacy table)")
+    p.add_argument("--exact", action="store_true",
+                   help="keep every latent of the trained vector (default: the sparse default, its 256 heaviest "
+                        "latents; methods.preference.SPARSE_DEFAULT)")
     p.add_argument("--max-ppl-ratio", type=float, default=1.2,
                    help="fluency bound: held-out perplexity steered / unsteered (default 1.2)")
     p.add_argument("--strength", type=float, action="append",
