@@ -117,7 +117,7 @@ class CompareConfig:
     lineas_steps: int = 40
     lineas_hooks: str | None = None  # default: the residual stream after the chosen layer and 4 layers around
     sas_top_k: int = 32
-    yapo_sparse: bool = False  # True: YaPO with methods.preference.SPARSE_DEFAULT (moves nothing yet: README)
+    yapo_sparse: bool = False  # True: YaPO with methods.preference.SPARSE_DEFAULT (its top 256 latents)
     scoring: str = "loglik"
     preservation: bool = True
     preservation_texts: int = 32
