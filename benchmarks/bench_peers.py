@@ -3,7 +3,8 @@ pairs, vector and strength.
 
 * **CAA extraction** from the same preference pairs (power-seeking free text, layer 15 = the output of decoder
   block 15): ours (:func:`interp_steer.compute_caa`, batched) vs ``steering_vectors.train_steering_vector`` (its
-  default batch size 1) at the **same token position** (the last prompt token of each chat-templated pair), and
+  default batch size 1) at the **same token position** (the last response token of each chat-templated pair,
+  ``token_policy="last_response"``), and
   the two vectors' agreement; repeng's ``ControlVector.train`` (its own method, PCA of differences over every
   layer) timed only.
 * **Steered greedy generation**, batch 1 and batch 8, 64 new tokens (EOS ignored): tokens/s of our
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from interp_steer import compute_caa, load_model, load_pairs
     from interp_steer.chat import chat_tokens
+    from interp_steer.methods.activations import select_positions
     from interp_steer.models import hf_twin
 
     torch.set_num_threads(1)
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "repeng": getattr(repeng, "__version__", "0.4.0")}}
 
     # ---------------------------------------------------------------- CAA extraction, same token positions
-    t_ours, ours_vec = _timed(lambda: compute_caa(model, pairs, layers=L, token_policy="last_prompt")[L],
+    t_ours, ours_vec = _timed(lambda: compute_caa(model, pairs, layers=L, token_policy="last_response")[L],
                               args.repeats)
     samples, index = [], {}
     for ex in pairs:
@@ -155,12 +157,14 @@ def main(argv: list[str] | None = None) -> int:
             text = tok.decode(ct.ids)
             if tok(text, add_special_tokens=True)["input_ids"] != ct.ids:
                 raise SystemExit("the tokenizer does not round-trip the chat text: positions would not match")
-            index[text] = ct.response_start - 1  # the last prompt token, as our token_policy="last_prompt"
+            index[text] = select_positions(tok, ct, "last_response")[0]  # the same position as ours
             texts.append(text)
         samples.append((texts[0], texts[1]))
     t_sv, sv_vec = _timed(lambda: sv.train_steering_vector(hf, tok, samples, layers=[L],
                                                            read_token_index=lambda s: index[s]), args.repeats)
     a, b = ours_vec.vector().float(), sv_vec.layer_activations[L].float().cpu()
+    if float(a.norm()) == 0.0:
+        raise SystemExit("the CAA contrast is zero at this position: nothing to compare")
     entries = [repeng.DatasetEntry(positive=x, negative=y) for x, y in samples]
     t_rep, _ = _timed(lambda: repeng.ControlVector.train(hf, tok, entries, batch_size=8), 1)
     result["caa_extraction"] = {

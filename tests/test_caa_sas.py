@@ -34,7 +34,7 @@ def _hand_caa(model, hook, policy):
     return torch.stack(diffs).mean(0)
 
 
-@pytest.mark.parametrize("policy", ["response_mean", "last_prompt", "answer_letter"])
+@pytest.mark.parametrize("policy", ["response_mean", "last_prompt", "last_response", "answer_letter"])
 def test_caa_equals_hand_computed_mean_difference(tiny_model, policy):
     vecs = compute_caa(tiny_model, PAIRS, layers=[0, 1], token_policy=policy, batch_size=2)
     assert set(vecs) == {0, 1}
@@ -109,3 +109,11 @@ def test_sas_equals_an_independent_contrast_of_response_codes(tiny_model, archit
     got = compute_sas(tiny_model, sae, pairs, top_k=96).vector()
     torch.testing.assert_close(got, expected.float(), atol=1e-5, rtol=1e-4)
     assert (expected > 0).any() and (expected < 0).any()  # a swapped contrast would differ in sign
+
+
+def test_last_response_policy_reads_the_last_answer_token_not_the_end_of_turn(tokenizer):
+    ct = chat_tokens(tokenizer, "Which drink?", "Mint tea, always")
+    (pos,) = select_positions(tokenizer, ct, "last_response")
+    assert ct.response_start <= pos < len(ct.ids)
+    assert tokenizer.decode([ct.ids[pos]]).strip() == "always"
+    assert all(t in tokenizer.all_special_ids or not tokenizer.decode([t]).strip() for t in ct.ids[pos + 1:])

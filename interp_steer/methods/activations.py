@@ -18,7 +18,7 @@ from interp_steer.data.schemas import PreferenceExample, as_preference_examples
 from interp_steer.errors import InterpSteerError
 
 TokenPolicy = Literal["response_mean", "last_prompt", "answer_letter"]
-TOKEN_POLICIES: tuple[str, ...] = ("response_mean", "last_prompt", "answer_letter")
+TOKEN_POLICIES: tuple[str, ...] = ("response_mean", "last_prompt", "last_response", "answer_letter")
 
 
 def resid_hook(layer: int) -> str:
@@ -45,11 +45,16 @@ def select_positions(tokenizer: Any, ct: ChatTokens, policy: str) -> list[int]:
     """Token positions whose activations represent the example under a token policy.
 
     * ``response_mean`` – every response token (incl. the end-of-turn token): their mean is used.
-    * ``last_prompt`` – the last prompt token (the position that predicts the first response token).
+    * ``last_prompt`` – the last prompt token (the position that predicts the first response token; chosen and
+      rejected share it, so a contrast there is zero unless the prompts differ).
+    * ``last_response`` – the last response token before the end-of-turn marker (steering-vectors' default read
+      position, -1, on text without the marker).
     * ``answer_letter`` – the response token that carries the answer letter of an A/B answer such as "(A)".
     """
     if policy == "last_prompt":
         return [ct.response_start - 1]
+    if policy == "last_response":
+        return [_content_end(tokenizer, ct) - 1]
     if policy == "response_mean":
         if len(ct.ids) <= ct.response_start:
             raise InterpSteerError("response_mean needs a response")
