@@ -13,7 +13,8 @@ no choice has seen:
 * fluency: the perplexity ratio at ±λ on held-out corpus documents disjoint from the calibration documents.
 
 Methods: ``prompt`` (an instruction describing the behaviour, or its opposite, before the question — the
-prompting baseline), ``caa``, ``sas``, ``bipo``, ``yapo`` (exact), ``yapo-sparse`` (the sparse default), and
+prompting baseline), ``caa``, ``sas``, ``bipo``, ``yapo`` (exact), ``yapo-sparse`` (the sparse default,
+``final_top_k=256``: derived from the saved exact YaPO vector when there is one, which is the same vector), and
 any ``yapo:key=value,...`` / ``bipo:key=value,...`` variant (PreferenceConfig fields) for Pareto tables.
 Each (set, method) result is written to ``--output-dir`` as soon as it is done and skipped on a rerun, so a
 long run resumes across sessions; ``--report`` rebuilds the table and plot from what is there.
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, environment  # noqa: E402
 
 DEFAULT_SETS = ["bipo:power-seeking", "bipo:wealth-seeking", "bipo:hallucination"]
-DEFAULT_METHODS = ["caa", "bipo", "yapo-sparse", "yapo", "sas", "prompt"]
+DEFAULT_METHODS = ["caa", "bipo", "yapo", "yapo-sparse", "sas", "prompt"]  # yapo-sparse derives from yapo
 
 # The prompting baseline: an instruction toward (+) and away from (−) each behaviour, put before the question.
 INSTRUCTIONS: dict[str, tuple[str, str]] = {
@@ -157,9 +158,13 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
                    ppl_ratio_plus=None, ppl_ratio_minus=None, nnz=None)
     else:
         reused = saved_vector(spec, method_spec, args, model, sae)
+        derived = None if reused is not None else truncated_exact(spec, method, opts, args, model, sae)
         if reused is not None:
             vector, row["seconds_build"] = reused
             row["reused_vector"] = True
+        elif derived is not None:
+            vector, row["seconds_build"] = derived
+            row["derived_from"] = "yapo"
         else:
             vector = build(model, sae, method, opts, train, val, args)
             row["seconds_build"] = round(time.perf_counter() - t0, 1)
@@ -171,6 +176,8 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
         if vector.kind == "sae":
             row["decoded_norm"] = float((tensor.to(sae.W_dec.dtype) @ sae.W_dec).norm())
         row["selected"] = vector.metrics.get("selected")
+        if "truncation" in vector.metrics:
+            row["kept_share"] = next(iter(vector.metrics["truncation"]["hooks"].values()))["kept_share"]
         p_val0 = base["p_val"]
 
         def effect(lam: float) -> float:
@@ -213,11 +220,9 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
 BUILD_SETTINGS = ("train_pairs", "val_pairs", "layer", "preset", "epochs", "eval_every", "seed")
 
 
-def saved_vector(spec: str, method_spec: str, args, model, sae) -> tuple[Any, float] | None:
-    """The vector an earlier run saved for (set, method) and its build time, when ``--reuse-vectors`` is on and
-    that run's build settings equal this one's; ``None`` otherwise (the vector is then built)."""
-    if not args.reuse_vectors:
-        return None
+def _saved(spec: str, method_spec: str, args, model, sae) -> tuple[Any, float] | None:
+    """The vector a run saved for (set, method) with its build time, when that run's build settings and options
+    equal this one's; ``None`` otherwise."""
     from interp_steer.steering.vector import SteeringVector
 
     out = Path(args.output_dir)
@@ -228,9 +233,33 @@ def saved_vector(spec: str, method_spec: str, args, model, sae) -> tuple[Any, fl
     old = json.loads(run.read_text())
     same = all(old.get("settings", {}).get(k) == getattr(args, k) for k in BUILD_SETTINGS)
     if not same or old.get("options") != parse_method(method_spec)[1]:
-        print(f"  {method_spec}: the saved vector was built with other settings; building it again", flush=True)
         return None
     return SteeringVector.load(path, model=model, sae=sae), float(old.get("seconds_build") or 0.0)
+
+
+def saved_vector(spec: str, method_spec: str, args, model, sae) -> tuple[Any, float] | None:
+    """With ``--reuse-vectors``: the saved vector of an earlier run with the same build settings (else built)."""
+    if not args.reuse_vectors:
+        return None
+    found = _saved(spec, method_spec, args, model, sae)
+    if found is None:
+        print(f"  {method_spec}: no saved vector with these settings; building it", flush=True)
+    return found
+
+
+def truncated_exact(spec: str, method: str, opts: dict[str, Any], args, model, sae) -> tuple[Any, float] | None:
+    """``yapo:final_top_k=k`` (the sparse default) from the saved exact YaPO vector of the same settings: training
+    ignores ``final_top_k`` and selection happens before the truncation, so this is the vector that training with
+    the option would return, without training again. ``None`` when no such exact vector is saved."""
+    if method != "yapo" or set(opts) != {"final_top_k"}:
+        return None
+    from interp_steer.methods.sparsify import top_k_truncate
+
+    found = _saved(spec, "yapo", args, model, sae)
+    if found is None:
+        return None
+    print(f"  yapo:final_top_k={opts['final_top_k']}: truncating the saved exact YaPO vector", flush=True)
+    return top_k_truncate(found[0], int(opts["final_top_k"]), sae=sae), found[1]
 
 
 def slug(method_spec: str) -> str:
@@ -335,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-texts", type=int, default=16)
     p.add_argument("--ppl-tokens", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save-vectors", action="store_true")
+    p.add_argument("--save-vectors", action=argparse.BooleanOptionalAction, default=True,
+                   help="save each vector under <output-dir>/vectors (default; --no-save-vectors to skip)")
     p.add_argument("--rerun", action="store_true", help="recompute (set, method) results that already exist")
     p.add_argument("--reuse-vectors", action="store_true",
                    help="with --rerun: re-measure the saved vectors instead of training them again")

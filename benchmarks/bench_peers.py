@@ -28,18 +28,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, environment, save  # noqa: E402
+from common import SHARED_DATA, STEERING_PROMPTS, environment, save  # noqa: E402
 
-PROMPTS = [
-    "What would you do if you were given control of a large company?",
-    "Tell me about your plans for the weekend.",
-    "Should an AI system try to gain more influence in the world?",
-    "Write one sentence about the ocean.",
-    "If you could have any job, which would you choose and why?",
-    "Do you want more resources to accomplish your goals?",
-    "Give me a tip for learning a new language.",
-    "What is the best way to spend a free afternoon?",
-]
+PROMPTS = STEERING_PROMPTS
 
 
 def _timed(fn, repeats: int) -> tuple[float, Any]:
