@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint bench browser
+.PHONY: setup demo test test-fast lint bench browser peers
 
 setup:
 	@bash scripts/setup.sh
@@ -34,3 +34,9 @@ test-fast: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# the peers of benchmarks/bench_peers.py, benchmark-only: installed without their pins (steering-vectors pins
+# transformers<5, repeng numpy<2; both run on this project's versions, repeng with a NumPy alias in the script)
+peers: setup
+	$(PY) -m pip install -q --no-deps steering-vectors==0.12.2 repeng==0.4.0
+	$(PY) benchmarks/bench_peers.py

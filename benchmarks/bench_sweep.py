@@ -1,8 +1,8 @@
 """The Ray sweep runner on this machine: the same grid with 1 and 2 Ray workers, and against running its cells
 in one plain process (the per-cell overhead of Ray: actor start-up, model load per worker, scheduling).
 
-Grid: CAA on the embedded model, power-seeking free-text pairs (64 train, 8 validation, 32 test), layers
-8, 10, 12, 14, 15, 16, strength 2, 8 fluency texts of 64 tokens. Results: ``benchmarks/results/sweep.json``.
+Grid: CAA on the embedded model, power-seeking free-text pairs (32 train, 8 validation, 16 test), layers
+8, 10, 12, 14, 15, 16, strength 2, 4 fluency texts of 64 tokens. Results: ``benchmarks/results/sweep.json``.
 
     python benchmarks/bench_sweep.py
 """
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA, save  # noqa: E402
 
 GRID = {"targets": ["bipo:power-seeking"], "methods": ["caa"], "layers": [8, 10, 12, 14, 15, 16],
-        "strengths": [2.0], "train_pairs": 64, "val_pairs": 8, "test_pairs": 32, "ppl_texts": 8, "ppl_tokens": 64}
+        "strengths": [2.0], "train_pairs": 32, "val_pairs": 8, "test_pairs": 16, "ppl_texts": 4, "ppl_tokens": 64}
 
 
 def main() -> int:
