@@ -26,8 +26,15 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1 ; } || \
 	  echo "note: no Chromium found or installable; the dashboard browser test will be skipped"
 
+# Two pytest processes, one per core (the machines have 2): the longest real-model tests (the held-out effect
+# tests and the notebooks, ~half the time) in one, everything else in the other; both must pass.
+TEST_GROUP2 := tests/test_behaviour_real.py tests/test_notebooks.py
 test: lint browser
-	$(PY) -m pytest -q -p no:cacheprovider --durations=20
+	@log=$$(mktemp); \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --durations=10 $(TEST_GROUP2) > $$log 2>&1 & g2=$$!; \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --durations=20 $(addprefix --ignore=,$(TEST_GROUP2)); s1=$$?; \
+	wait $$g2; s2=$$?; echo "=== $(TEST_GROUP2)"; cat $$log; rm -f $$log; \
+	echo "test groups: exit $$s1 (main) and $$s2 ($(TEST_GROUP2))"; exit $$(( s1 || s2 ))
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
