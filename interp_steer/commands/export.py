@@ -21,10 +21,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from interp_steer.models import EMBEDDED_MODEL_NAME
     from interp_steer.steering.gguf import to_gguf
     from interp_steer.steering.vector import SteeringVector
-    from interp_steer.validation import check_file, check_number
+    from interp_steer.validation import check_number
 
     check_number(args.strength, "--strength")
-    vector = SteeringVector.load(check_file(args.vector, "steering vector file"))
+    vector = SteeringVector.load(args.vector)
     hint = args.model_hint or ("llama" if vector.model.get("name") == EMBEDDED_MODEL_NAME else None)
     if hint is None:
         raise InterpSteerError(f"--model-hint is needed (the Hugging Face model_type of {vector.model.get('name')}, "
@@ -35,17 +35,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         ref = vector.sae or {}
         sae = load_sae(path=args.sae or str(ref.get("path") or "").removeprefix("shipped:") or None)
-        if ref.get("content_hash") and ref["content_hash"] != _hash(sae):
-            raise InterpSteerError("the SAE given is not the one this vector was trained with (content hash differs)")
     out = to_gguf(vector, Path(args.output), strength=args.strength, hint=hint, sae=sae, approximate=args.approximate)
     print(f"wrote {out} ({', '.join(vector.hook_points)} at strength {args.strength:g}, model hint {hint})")
     return 0
-
-
-def _hash(sae: Any) -> str:
-    from interp_steer.saes import sae_content_hash
-
-    return sae_content_hash(sae)
 
 
 def add_parser(sub: Any) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from interp_steer import cli  # shared helpers, looked up at call time (tests replace cli._model)
 from interp_steer.errors import InterpSteerError
 from interp_steer.validation import check_file, check_number
 from interp_steer.validation import dumps as _strict_dumps
@@ -37,11 +38,7 @@ def _read_vector(args: argparse.Namespace) -> Any:
 
     if not getattr(args, "vector", None):
         return None
-    path = Path(args.vector)
-    if not path.exists() and Path(args.vector + ".safetensors").exists():
-        path = Path(args.vector + ".safetensors")
-    check_file(path, "steering vector file")
-    vector = SteeringVector.load(path)
+    vector = SteeringVector.load(args.vector)  # finds "<name>.safetensors" too; names a missing file or folder
     if vector.kind == "sae" and getattr(args, "sae", None):
         from interp_steer.saes import _resolve_folder
 
@@ -94,7 +91,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise InterpSteerError("--strength auto needs a --vector to calibrate")
     prompts = _read_prompts(args)
     read = _read_vector(args)  # file, format and values checked before the model loads
-    model = _cli()._model(args)
+    model = cli._model(args)
     vector, sae = _load_vector_and_sae(args, model, read)
     fluency: dict[str, Any] | None = None
     strength = args.strength
@@ -138,7 +135,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "positions": args.positions, "generations": rows,
     }
     if args.output:
-        _cli()._write_json_atomic(Path(args.output), result)
+        cli._write_json_atomic(Path(args.output), result)
         print(f"wrote {len(rows)} generations to {args.output}")
     else:
         print(_strict_dumps(result, indent=2, ensure_ascii=False))
@@ -148,7 +145,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("generate", help="generate (optionally steered) answers",
                        description="Generate chat-templated answers, optionally steered by a saved vector.")
-    _cli()._add_model_args(p)
+    cli._add_model_args(p)
     p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     p.add_argument("--prompts-file", help=".txt (one prompt per line) or JSONL/CSV with a 'prompt' column")
     p.add_argument("--vector", help="a .safetensors steering vector saved by interp-steer")
@@ -169,11 +166,3 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", help="write JSON here (default: print)")
     p.set_defaults(func=cmd_generate)
-
-
-def _cli() -> Any:
-    """The CLI's shared helpers (model loading, model arguments, checks), looked up at call time so tests can
-    replace the model loader in one place."""
-    from interp_steer import cli
-
-    return cli

@@ -39,10 +39,7 @@ def top_k_truncate(vector: SteeringVector, k: int, *, sae: Any | None = None) ->
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InterpSteerError(f"k must be a positive integer, got {k!r}")
     if vector.kind == "sae" and sae is not None:
-        from interp_steer.saes import sae_reference
-
-        if vector.sae and vector.sae.get("content_hash") != sae_reference(sae).content_hash:
-            raise InterpSteerError("this SAE is not the one the vector was trained with (content hash differs)")
+        vector.check_sae(sae)
     tensors: dict[str, dict[str, torch.Tensor]] = {}
     record: dict[str, Any] = {"k": k, "hooks": {}}
     for hook in vector.hook_points:

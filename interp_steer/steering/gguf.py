@@ -82,8 +82,10 @@ def to_gguf(vector: SteeringVector, path: str | os.PathLike[str], *, strength: f
             f"{vector.method} steers in SAE latent space (Dec(ReLU(Enc(h) + λ·v))), which llama.cpp cannot "
             "express; pass approximate=True (and the SAE) to export its decoded direction λ·v·W_dec instead"
         )
-    if vector.kind == "sae" and sae is None:
-        raise InterpSteerError("approximate export of an SAE-latent vector needs its SAE (the decoder)")
+    if vector.kind == "sae":
+        if sae is None:
+            raise InterpSteerError("approximate export of an SAE-latent vector needs its SAE (the decoder)")
+        vector.check_sae(sae)  # the decoder it was trained with, whether or not a model is given
     if model is not None:
         vector.check_compatible(model, sae)
     hint = hint or (model_hint(model) if model is not None else None)

@@ -143,18 +143,24 @@ class SteeringVector:
                     f"({self.sae.get('release') or self.sae.get('path')}, hook {self.sae.get('hook')})"
                     if self.sae else "this vector needs its SAE"
                 )
-            from interp_steer.saes import sae_reference
+            self.check_sae(sae)
 
-            ref = sae_reference(sae).to_dict()
-            assert self.sae is not None
-            if ref["content_hash"] != self.sae.get("content_hash"):
-                raise InterpSteerError(
-                    f"SAE mismatch: the vector was made with SAE {self.sae.get('release') or self.sae.get('path')} "
-                    f"(hash {self.sae.get('content_hash')}) but got {ref.get('release') or ref.get('path')} "
-                    f"(hash {ref['content_hash']})"
-                )
-            if int(self.vector().numel()) != int(sae.cfg.d_sae):
-                raise InterpSteerError(f"latent vector has {self.vector().numel()} entries but the SAE has {sae.cfg.d_sae}")
+    def check_sae(self, sae: Any) -> None:
+        """Raise :class:`InterpSteerError` unless ``sae`` is the SAE this latent vector was made with (content
+        hash) and as wide as the vector."""
+        from interp_steer.saes import sae_reference
+
+        if self.kind != "sae" or self.sae is None:
+            raise InterpSteerError(f"this {self.kind} vector does not steer in SAE latent space")
+        ref = sae_reference(sae).to_dict()
+        if ref["content_hash"] != self.sae.get("content_hash"):
+            raise InterpSteerError(
+                f"SAE mismatch: the vector was made with SAE {self.sae.get('release') or self.sae.get('path')} "
+                f"(hash {self.sae.get('content_hash')}) but got {ref.get('release') or ref.get('path')} "
+                f"(hash {ref['content_hash']})"
+            )
+        if int(self.vector().numel()) != int(sae.cfg.d_sae):
+            raise InterpSteerError(f"latent vector has {self.vector().numel()} entries but the SAE has {sae.cfg.d_sae}")
 
     # ------------------------------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -203,11 +209,12 @@ class SteeringVector:
         """Load a vector saved by :meth:`save`; with ``model`` (and ``sae``) check compatibility."""
         from safetensors import safe_open
 
+        from interp_steer.validation import check_file
+
         file = Path(path)
         if not file.exists() and file.with_name(file.name + ".safetensors").exists():
             file = file.with_name(file.name + ".safetensors")
-        if not file.is_file():
-            raise InterpSteerError(f"steering vector file not found: {path}")
+        check_file(file, "steering vector file")  # not found / a directory / unreadable, named as such
         _refuse_non_safetensors(file)
         try:
             with safe_open(str(file), framework="pt", device="cpu") as fh:
