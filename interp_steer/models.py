@@ -395,8 +395,6 @@ def layer_count(name: str | os.PathLike[str] | None = None) -> int | None:
         if str(name).endswith(".gguf"):
             return _gguf_block_count(path) if path.is_file() else None
         if path.is_dir() and (path / "config.json").is_file():
-            import json
-
             cfg = json.loads((path / "config.json").read_text())
             n = cfg.get("num_hidden_layers", cfg.get("n_layer", cfg.get("num_layers")))
             return int(n) if n is not None else None

@@ -173,9 +173,19 @@ def _hub_table(name: str, split: str | None) -> tuple[Table, dict[int, str]]:
     return Table(name, rows, columns, "row"), origin
 
 
+TABLE_SUFFIXES = (".jsonl", ".gz", ".json", ".csv", ".parquet")
+
+
 def is_local_source(source: str | Path) -> bool:
     """Whether ``source`` names a local file (it exists, or has a table suffix) rather than a hub dataset."""
-    return Path(source).exists() or Path(source).suffix.lower() in (".jsonl", ".gz", ".json", ".csv", ".parquet")
+    return Path(source).exists() or Path(source).suffix.lower() in TABLE_SUFFIXES
+
+
+def looks_like_path(source: str | Path) -> bool:
+    """Whether ``source`` is written as a file path, existing or not (a separator, or a table or ``.txt``
+    suffix): a missing one is then reported as a missing file, not as an unknown dataset name."""
+    text = str(source)
+    return "/" in text or "\\" in text or Path(text).suffix.lower() in (*TABLE_SUFFIXES, ".txt")
 
 
 def _field_problems(table: Table, fields: Sequence[str], *, allow_empty: Sequence[str] = ()) -> list[tuple[int, str]]:

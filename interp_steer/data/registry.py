@@ -27,7 +27,7 @@ from pathlib import Path
 
 from interp_steer.data.corpus import parse_dialogue, shared_corpus_path
 from interp_steer.data.culture import read_culture_rows
-from interp_steer.data.loaders import load_culture, read_table
+from interp_steer.data.loaders import load_culture, looks_like_path, read_table
 from interp_steer.errors import InterpSteerError
 
 PROMPT_COLUMNS = ("prompt", "question", "text")
@@ -176,7 +176,7 @@ def _resolve(key_or_path: str | Path) -> list[str]:
         return _file_prompts(path)
     if path.is_dir():
         raise InterpSteerError(f"prompt source {key} is a directory; expected a registry key or a file")
-    if "/" in key or path.suffix.lower() in (".jsonl", ".gz", ".json", ".csv", ".parquet", ".txt"):
+    if looks_like_path(key):
         raise InterpSteerError(f"prompt file not found: {key}")
     raise InterpSteerError(
         f"unknown dataset {key!r}: not a registry key and not a file; valid keys: {sorted(DATASETS)} "

@@ -51,9 +51,6 @@ class MCQItem:
         return asdict(self)
 
 
-PairLike = PreferenceExample | tuple[str, str, str] | list[str] | dict[str, Any]
-
-
 def as_preference_examples(examples: Any) -> list[PreferenceExample]:
     """Preference pairs from what users of steering toolkits pass: :class:`PreferenceExample` objects,
     ``(prompt, chosen, rejected)`` tuples/lists, or dicts with ``prompt``, ``chosen`` and ``rejected`` keys

@@ -42,11 +42,6 @@ def _known(spec: str, prefix: str, name: str, valid: list[str]) -> None:
         raise InterpSteerError(f"unknown dataset {spec!r}: {prefix}:<name> takes one of {', '.join(valid)}")
 
 
-def _looks_like_path(spec: str) -> bool:
-    suffixes = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".parquet", ".txt")
-    return "/" in spec or "\\" in spec or spec.lower().endswith(suffixes)
-
-
 def has_splits(spec: str) -> bool:
     """Whether ``spec`` has its own train/test split (plain files do not)."""
     return not Path(spec).exists()
@@ -79,7 +74,7 @@ def load_pairs(spec: str, *, split: str = "train", countries: Any = None, locali
         if Path(spec).is_dir():
             raise InterpSteerError(f"data path {spec} is a directory; expected a JSONL/CSV/Parquet file")
         pairs = loaders.load_preferences(spec)  # a plain file has no split: callers hold out their own
-    elif _looks_like_path(spec):
+    elif loaders.looks_like_path(spec):
         raise InterpSteerError(f"data file not found: {spec}")
     else:
         raise InterpSteerError(

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from interp_steer.data.schemas import PreferenceExample, as_preference_examples
+from interp_steer.data.schemas import PreferenceExample
 from interp_steer.errors import InterpSteerError
 from interp_steer.methods.activations import (
     collect_activations,
@@ -44,8 +44,7 @@ def compute_caa(
         positions: the default position policy stored in the vectors.
     """
     hooks = layers_to_hooks(model, layers, hook_template)
-    examples = as_preference_examples(examples)
-    chosen, rejected = preference_chats(model, examples)
+    chosen, rejected = preference_chats(model, examples)  # accepts pairs, tuples and dicts
     pos_acts = collect_activations(model, chosen, hooks, token_policy, batch_size=batch_size, progress=progress,
                                    desc="CAA chosen")
     neg_acts = collect_activations(model, rejected, hooks, token_policy, batch_size=batch_size,
@@ -68,7 +67,7 @@ def compute_caa(
             method="caa", kind="dense", tensors={hook: {"vector": diff.to(model.cfg.dtype)}}, model=fp,
             positions=positions,
             config={"token_policy": token_policy, "hook": hook, "normalize_to": normalize_to,
-                    "n_examples": len(examples)},
+                    "n_examples": len(chosen)},
             metrics={"raw_norm": raw_norm, "mean_chosen_norm": float(pos_acts[hook].norm(dim=-1).mean()),
                      "mean_rejected_norm": float(neg_acts[hook].norm(dim=-1).mean())},
         )

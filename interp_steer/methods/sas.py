@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from interp_steer.data.schemas import PreferenceExample, as_preference_examples
+from interp_steer.data.schemas import PreferenceExample
 from interp_steer.errors import InterpSteerError
 from interp_steer.methods.activations import collect_activations, preference_chats
 from interp_steer.models import model_fingerprint
@@ -52,8 +52,7 @@ def compute_sas(
 ) -> SteeringVector:
     validate_sae(sae, model)
     hook = sae.cfg.metadata.hook_name
-    examples = as_preference_examples(examples)
-    chosen, rejected = preference_chats(model, examples)
+    chosen, rejected = preference_chats(model, examples)  # accepts pairs, tuples and dicts
     # encode per token, then average the codes (the SAE is non-linear: mean of codes != code of the mean)
     def encode(acts: torch.Tensor) -> torch.Tensor:
         return sae.encode(acts.to(sae.dtype))
@@ -72,7 +71,7 @@ def compute_sas(
         tensors={hook: {"latent": code.float(), "decoded": decoded.float()}},
         model=model_fingerprint(model).to_dict(), sae=ref, positions=positions,
         config={"top_k": top_k, "threshold": threshold, "token_policy": token_policy, "hook": hook,
-                "n_examples": len(examples)},
+                "n_examples": len(chosen)},
         metrics={"nnz": int((code != 0).sum()), "dense_nnz": int((dense != 0).sum()),
                  "kept_l1_fraction": float(code.abs().sum() / dense.abs().sum().clamp_min(1e-12))},
     )

@@ -88,8 +88,11 @@ def validate_sae(sae: Any, model: Any) -> None:
 
 
 def _hook_width(model: Any, hook: str) -> int:
-    if hook.endswith(("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")):
-        return int(model.cfg.d_model)
+    from interp_steer.validation import hook_width
+
+    known = hook_width(model, hook)  # from the config for the usual hooks; one tiny forward otherwise
+    if known is not None:
+        return known
     tokens = torch.zeros((1, 1), dtype=torch.long, device=model.cfg.device)
     _, cache = model.run_with_cache(tokens, names_filter=[hook])
     return int(cache[hook].shape[-1])
