@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from interp_steer import cli  # shared helpers, looked up at call time (tests replace cli._model)
 from interp_steer.validation import check_number
 
 
@@ -19,12 +20,12 @@ def cmd_contrastive(args: argparse.Namespace) -> int:
     for scale in args.scale:
         check_number(scale, "--scale")
     for layer in args.layer:
-        _cli()._check_layer(layer, args)
+        cli._check_layer(layer, args)
     from interp_steer.data.registry import load_prompts
 
     for key in (args.target, args.baseline) + ((args.inference_dataset,) if args.inference_dataset else ()):
         load_prompts(key, 1)  # validates keys/paths before the model loads (one-line error otherwise)
-    model = _cli()._model(args)
+    model = cli._model(args)
     cache = ActivationCache(args.cache_dir or default_cache_dir())
     written = []
     for layer in args.layer:
@@ -44,7 +45,7 @@ def add_parser(sub: Any) -> None:
                        description="Contrastive steering: mean last-prompt-token activations of the target set "
                                    "minus those of the baseline set (all layers cached), then baseline vs steered "
                                    "generations written to results.json.")
-    _cli()._add_model_args(p)
+    cli._add_model_args(p)
     p.add_argument("--target", required=True, help="registry key (see interp_steer.data.DATASETS) or prompt file")
     p.add_argument("--baseline", required=True, help="registry key or prompt file")
     p.add_argument("--layer", type=int, action="append", required=True, help="layer (repeatable)")
@@ -60,11 +61,3 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--cache-dir", default=None, help="activation cache (default: ~/.cache/interp_steer/contrastive)")
     p.add_argument("--output-dir", default="runs/contrastive")
     p.set_defaults(func=cmd_contrastive, scale=None)
-
-
-def _cli() -> Any:
-    """The CLI's shared helpers (model loading, model arguments, checks), looked up at call time so tests can
-    replace the model loader in one place."""
-    from interp_steer import cli
-
-    return cli

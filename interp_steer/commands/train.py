@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from interp_steer import cli  # shared helpers, looked up at call time (tests replace cli._model)
 from interp_steer.errors import InterpSteerError
 from interp_steer.validation import check_number
 from interp_steer.validation import dumps as _strict_dumps
@@ -51,14 +52,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.save_every_epoch:
         options["save_every_epoch"] = True
     _check_config(preference_config(args.preset, method=args.method, **options))  # before any model load
-    _cli()._check_layer(args.layer, args)
+    cli._check_layer(args.layer, args)
     if args.sae:
         from interp_steer.saes import _resolve_folder
 
         _resolve_folder(args.sae)
     train, _test = _train_eval_pairs(args)  # the vector is selected on a held-out share of train, never on test
     out = Path(args.output_dir)
-    model = _cli()._model(args)
+    model = cli._model(args)
     sae = None
     if args.method == "yapo":
         sae = load_sae(path=args.sae, model=model) if args.sae else load_sae(model=model)
@@ -86,7 +87,7 @@ def _train_lineas(args: argparse.Namespace) -> int:
     source = load_prompts(args.source, args.n_samples, args.seed)
     target = load_prompts(args.target, args.n_samples, args.seed)
     out = Path(args.output_dir)
-    model = _cli()._model(args)
+    model = cli._model(args)
     res = train_lineas(model, source, target, config=cfg)
     res.vector.save(out / "vector")
     history = [{"step": i + 1, "loss": loss, "pref_acc": float("nan")} for i, loss in enumerate(res.losses)]
@@ -99,7 +100,7 @@ def _train_lineas(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a BiPO (dense) or YaPO (sparse SAE-latent) steering vector",
                        description="Train a steering vector from preference pairs with the BiPO objective.")
-    _cli()._add_model_args(p)
+    cli._add_model_args(p)
     _add_data_args(p)
     p.add_argument("--method", choices=["yapo", "bipo", "lineas"], default="yapo")
     p.add_argument("--source", help="lineas: source prompts (registry key or file)")
@@ -145,11 +146,3 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", required=True)
     p.set_defaults(func=cmd_train)
-
-
-def _cli() -> Any:
-    """The CLI's shared helpers (model loading, model arguments, checks), looked up at call time so tests can
-    replace the model loader in one place."""
-    from interp_steer import cli
-
-    return cli

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from interp_steer import cli  # shared helpers, looked up at call time (tests replace cli._model)
 from interp_steer.errors import InterpSteerError
 from interp_steer.validation import check_number
 from interp_steer.validation import dumps as _strict_dumps
@@ -31,7 +32,7 @@ def cmd_train_sae(args: argparse.Namespace) -> int:
     check_number(args.heldout_fraction, "--heldout-fraction", minimum=0, maximum=0.5, strict_min=True)
     if args.architecture == "topk" and args.k > args.d_sae:
         raise InterpSteerError(f"--k {args.k} is larger than --d-sae {args.d_sae}")
-    _cli()._check_hook(args.hook, args)
+    cli._check_hook(args.hook, args)
     corpus_path = Path(args.corpus) if args.corpus else shared_corpus_path()
     if corpus_path is None:
         raise InterpSteerError("no --corpus given and ../shared/data/corpus/mixed-text.jsonl.gz not found")
@@ -43,7 +44,7 @@ def cmd_train_sae(args: argparse.Namespace) -> int:
     for flag, value in (("--resume-from", args.resume_from), ("--export-checkpoint", args.export_checkpoint)):
         if value and not Path(value).is_dir():
             raise InterpSteerError(f"{flag}: checkpoint folder not found: {value}")
-    model = _cli()._model(args)
+    model = cli._model(args)
     split = dict(heldout_fraction=args.heldout_fraction, seed=args.seed, tokenizer=model.tokenizer)
     held_docs = load_corpus(corpus_path, split="heldout", **split)
     corpus_info = {
@@ -115,7 +116,7 @@ def _finalize_sae(model: Any, tmp_out: Path, out: Path, held_docs: list[str], co
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("train-sae", help="train a sae-lens SAE on a local corpus",
                        description="Train an SAE with sae-lens on the model's activations over a text corpus.")
-    _cli()._add_model_args(p)
+    cli._add_model_args(p)
     p.add_argument("--corpus", default=None,
                    help="JSONL(.gz) with a 'text' field, .txt, or HF dataset (default: ../shared/data/corpus)")
     p.add_argument("--hook", default="blocks.15.hook_resid_post")
@@ -144,11 +145,3 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--output-dir", required=True)
     p.set_defaults(func=cmd_train_sae)
-
-
-def _cli() -> Any:
-    """The CLI's shared helpers (model loading, model arguments, checks), looked up at call time so tests can
-    replace the model loader in one place."""
-    from interp_steer import cli
-
-    return cli
