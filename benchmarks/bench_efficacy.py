@@ -142,6 +142,7 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
     from interp_steer.evaluation.behaviour import ab_probability, pair_probability
     from interp_steer.evaluation.calibration import calibrate_strength
     from interp_steer.evaluation.preservation import text_perplexity
+    from interp_steer.evaluation.shared_layers import SharedLayers
 
     train, val, test, ab = data
     method, opts = parse_method(method_spec)
@@ -169,6 +170,7 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
             vector = build(model, sae, method, opts, train, val, args)
             row["seconds_build"] = round(time.perf_counter() - t0, 1)
         vsae = sae if vector.kind == "sae" else None
+        sh = SharedLayers.for_vectors(model, [vector])  # the blocks below its layer run once per batch
         key = "latent" if vector.kind == "sae" else "vector"
         tensor = next(iter(vector.tensors.values()))[key]
         row["nnz"] = int((tensor != 0).sum())
@@ -181,12 +183,12 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
         p_val0 = base["p_val"]
 
         def effect(lam: float) -> float:
-            return (pair_probability(model, val, vector, lam, sae=vsae)["p_matching"]
-                    - pair_probability(model, val, vector, -lam, sae=vsae)["p_matching"])
+            return (pair_probability(model, val, vector, lam, sae=vsae, shared=sh)["p_matching"]
+                    - pair_probability(model, val, vector, -lam, sae=vsae, shared=sh)["p_matching"])
 
         cal = calibrate_strength(model, vector, effect, sae=vsae, strengths=args.strengths,
                                  texts=base["calibration_texts"], max_ratio=args.max_ratio, max_tokens=args.ppl_tokens,
-                                 refine=args.refine, perplexity_unsteered=base["ppl_calibration"])
+                                 refine=args.refine, perplexity_unsteered=base["ppl_calibration"], shared=sh)
         row["calibration"] = cal.to_dict()
         row["strength"] = cal.strength
         row["p_val_unsteered"] = p_val0
@@ -195,13 +197,13 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
                        ppl_ratio_minus=None)
         else:
             lam = cal.strength
-            row["p_plus"] = pair_probability(model, test, vector, lam, sae=vsae)["p_matching"]
-            row["p_minus"] = pair_probability(model, test, vector, -lam, sae=vsae)["p_matching"]
-            row["ab_plus"] = ab_probability(model, ab, vector, lam, sae=vsae)["p_matching"]
-            row["ab_minus"] = ab_probability(model, ab, vector, -lam, sae=vsae)["p_matching"]
+            row["p_plus"] = pair_probability(model, test, vector, lam, sae=vsae, shared=sh)["p_matching"]
+            row["p_minus"] = pair_probability(model, test, vector, -lam, sae=vsae, shared=sh)["p_matching"]
+            row["ab_plus"] = ab_probability(model, ab, vector, lam, sae=vsae, shared=sh)["p_matching"]
+            row["ab_minus"] = ab_probability(model, ab, vector, -lam, sae=vsae, shared=sh)["p_matching"]
             for sign, name in ((1, "plus"), (-1, "minus")):
                 ppl = text_perplexity(model, base["report_texts"], vector, sign * lam, sae=vsae,
-                                      max_tokens=args.ppl_tokens).perplexity
+                                      max_tokens=args.ppl_tokens, shared=sh).perplexity
                 row[f"ppl_ratio_{name}"] = ppl / base["ppl_report"]
         if args.save_vectors and reused is None:
             vdir = Path(args.output_dir) / "vectors"

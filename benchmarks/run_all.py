@@ -13,6 +13,7 @@ SCRIPTS = [
     ["bench_training_step.py", "--method", "bipo"],
     ["bench_sparse_inference.py"],
     ["bench_mcq.py"],
+    ["bench_shared_layers.py"],
     ["bench_contrastive.py"],
     ["bench_peers.py"],  # skips with the reason when steering-vectors / repeng are absent (make peers)
     ["bench_llamacpp.py"],  # skips unless LLAMA_CPP_CFFI_DIR names llama-cpp-cffi's CPU library

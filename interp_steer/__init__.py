@@ -49,6 +49,7 @@ _LAZY: dict[str, str] = {
     "fluency_check": "interp_steer.evaluation.calibration",
     "text_perplexity": "interp_steer.evaluation.preservation",
     "strength_sweep": "interp_steer.evaluation.compare", "compare_methods": "interp_steer.evaluation.compare",
+    "behaviour_sweep": "interp_steer.evaluation.compare", "SharedLayers": "interp_steer.evaluation.shared_layers",
     # explanation
     "explain": "interp_steer.interpret.attribution", "attribute": "interp_steer.interpret.attribution",
     "latent_usage": "interp_steer.interpret.attribution", "activation_patching": "interp_steer.interpret.patching",
@@ -59,8 +60,8 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "InterpSteerError", "__version__",
-    "MCQItem", "PreferenceConfig", "PreferenceExample", "SteeringVector", "SweepConfig", "ab_probability",
-    "activation_patching", "attach", "attribute", "build_dashboard", "calibrate_strength", "compare_methods",
+    "MCQItem", "PreferenceConfig", "PreferenceExample", "SharedLayers", "SteeringVector", "SweepConfig",
+    "ab_probability", "activation_patching", "attach", "attribute", "behaviour_sweep", "build_dashboard", "calibrate_strength", "compare_methods",
     "compute_caa", "compute_sas", "contrastive_vector", "culture_preferences", "explain", "fluency_check",
     "from_hf_model", "generate", "inspect_latents", "latent_usage", "list_shipped_saes", "load_culture",
     "load_model", "load_pairs", "load_preferences", "load_prompts", "load_sae", "model_fingerprint",
@@ -89,9 +90,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from interp_steer.data.specs import load_pairs
     from interp_steer.evaluation.behaviour import ab_probability, pair_probability
     from interp_steer.evaluation.calibration import calibrate_strength, fluency_check
-    from interp_steer.evaluation.compare import compare_methods, strength_sweep
+    from interp_steer.evaluation.compare import behaviour_sweep, compare_methods, strength_sweep
     from interp_steer.evaluation.mcq import score_mcq
     from interp_steer.evaluation.preservation import text_perplexity
+    from interp_steer.evaluation.shared_layers import SharedLayers
     from interp_steer.generation import generate
     from interp_steer.interpret.attribution import attribute, explain, latent_usage
     from interp_steer.interpret.dashboard import build_dashboard

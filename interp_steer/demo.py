@@ -41,6 +41,7 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
     from interp_steer.evaluation.mcq import culture_report, score_mcq
     from interp_steer.evaluation.openended import response_perplexity
     from interp_steer.evaluation.preservation import default_texts, text_perplexity
+    from interp_steer.evaluation.shared_layers import SharedLayers
     from interp_steer.generation import generate
     from interp_steer.interpret.features import country_selectivity, culture_texts
     from interp_steer.interpret.latents import inspect_latents
@@ -74,22 +75,24 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
 
     print(f"[3/6] choosing λ on the validation pairs under a perplexity bound of ×{max_ratio:g} ...", flush=True)
     report_texts = default_texts(16, tokenizer=model.tokenizer)
+    shared = SharedLayers.for_vectors(model, [vector])  # the blocks below the SAE's layer run once per batch
     cal = calibrate_strength(
-        model, vector, lambda lam: pair_probability(model, val_pairs, vector, lam, sae=sae)["p_matching"],
+        model, vector,
+        lambda lam: pair_probability(model, val_pairs, vector, lam, sae=sae, shared=shared)["p_matching"],
         sae=sae, strengths=strengths or DEFAULT_STRENGTHS, max_ratio=max_ratio, bidirectional=False,
-        log=lambda m: print("      " + m, flush=True))
+        log=lambda m: print("      " + m, flush=True), shared=shared)
     print(f"      {cal.describe()}", flush=True)
     strength = cal.strength
     if strength is None:
         smallest = min(strengths or DEFAULT_STRENGTHS)
         print(f"      WARNING: showing λ = {smallest:g}, which breaks the fluency bound", flush=True)
         strength = smallest
-    ppl0 = text_perplexity(model, report_texts).perplexity
-    ppl_ratio = text_perplexity(model, report_texts, vector, strength, sae=sae).perplexity / ppl0
+    ppl0 = text_perplexity(model, report_texts, shared=shared).perplexity
+    ppl_ratio = text_perplexity(model, report_texts, vector, strength, sae=sae, shared=shared).perplexity / ppl0
 
     print("[4/6] culture MCQ on held-out test questions (option log-likelihood) ...", flush=True)
-    before = culture_report(score_mcq(model, test_items))["overall"]
-    after = culture_report(score_mcq(model, test_items, vector, strength, sae=sae))["overall"]
+    before = culture_report(score_mcq(model, test_items, shared=shared))["overall"]
+    after = culture_report(score_mcq(model, test_items, vector, strength, sae=sae, shared=shared))["overall"]
 
     print("[5/6] generations on non-localized test questions ...", flush=True)
     questions = [it.question for it in test_items if it.localization_status == "nolocalized"][:n_generations]

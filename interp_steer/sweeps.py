@@ -185,6 +185,7 @@ def run_cell(model: Any, sae: Any | None, cfg: SweepConfig, cell: Mapping[str, A
     from interp_steer.evaluation.behaviour import pair_probability
     from interp_steer.evaluation.calibration import calibrate_strength, calibration_texts
     from interp_steer.evaluation.preservation import text_perplexity
+    from interp_steer.evaluation.shared_layers import SharedLayers
 
     t0 = time.perf_counter()
     method = dict(cell["method"])
@@ -212,16 +213,17 @@ def run_cell(model: Any, sae: Any | None, cfg: SweepConfig, cell: Mapping[str, A
         vector = train_vector(model, train, name, sae=sae if name == "yapo" else None, eval_data=val,
                               progress=False, **options).vector
     vsae = sae if vector.kind == "sae" else None
+    shared = SharedLayers.for_vectors(model, [vector])  # blocks below the vector's layer run once per batch
     texts = list(cfg.fluency_texts) if cfg.fluency_texts else calibration_texts(model.tokenizer, cfg.ppl_texts)
-    base_ppl = text_perplexity(model, texts, max_tokens=cfg.ppl_tokens).perplexity
-    p0 = pair_probability(model, test)["p_matching"]
+    base_ppl = text_perplexity(model, texts, max_tokens=cfg.ppl_tokens, shared=shared).perplexity
+    p0 = pair_probability(model, test, shared=shared)["p_matching"]
     if cfg.strengths == "calibrate":
         def effect(lam: float) -> float:
-            return (pair_probability(model, val, vector, lam, sae=vsae)["p_matching"]
-                    - pair_probability(model, val, vector, -lam, sae=vsae)["p_matching"])
+            return (pair_probability(model, val, vector, lam, sae=vsae, shared=shared)["p_matching"]
+                    - pair_probability(model, val, vector, -lam, sae=vsae, shared=shared)["p_matching"])
 
         cal = calibrate_strength(model, vector, effect, sae=vsae, texts=texts, max_ratio=cfg.max_ratio,
-                                 max_tokens=cfg.ppl_tokens, perplexity_unsteered=base_ppl)
+                                 max_tokens=cfg.ppl_tokens, perplexity_unsteered=base_ppl, shared=shared)
         strengths = [cal.strength] if cal.strength is not None else []
     else:
         strengths = [float(s) for s in cfg.strengths]
@@ -229,8 +231,9 @@ def run_cell(model: Any, sae: Any | None, cfg: SweepConfig, cell: Mapping[str, A
     for lam in strengths:
         r: dict[str, Any] = {"strength": lam}
         for sign, tag in ((1, "plus"), (-1, "minus")):
-            r[f"p_{tag}"] = pair_probability(model, test, vector, sign * lam, sae=vsae)["p_matching"]
-            ppl = text_perplexity(model, texts, vector, sign * lam, sae=vsae, max_tokens=cfg.ppl_tokens).perplexity
+            r[f"p_{tag}"] = pair_probability(model, test, vector, sign * lam, sae=vsae, shared=shared)["p_matching"]
+            ppl = text_perplexity(model, texts, vector, sign * lam, sae=vsae, max_tokens=cfg.ppl_tokens,
+                                  shared=shared).perplexity
             r[f"ppl_ratio_{tag}"] = ppl / base_ppl
         r["dp_plus"], r["dp_minus"] = r["p_plus"] - p0, r["p_minus"] - p0
         r["within_bound"] = max(r["ppl_ratio_plus"], r["ppl_ratio_minus"]) <= cfg.max_ratio

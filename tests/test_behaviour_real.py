@@ -23,6 +23,7 @@ import torch
 from interp_steer.data.loaders import load_bipo_csv
 from interp_steer.evaluation.behaviour import pair_probability
 from interp_steer.evaluation.calibration import calibrate_strength, calibration_texts
+from interp_steer.evaluation.shared_layers import SharedLayers
 from interp_steer.steering.vector import SteeringVector
 
 from .conftest import shared_data
@@ -62,21 +63,22 @@ def test_vector_steers_unseen_items_within_the_fluency_bound(model, power_seekin
                                   batch_size=4, eval_fraction=0.0, progress=False, seed=0)
     vector = res.vector
     assert res.history[-1]["loss"] < res.history[0]["loss"]
+    shared = SharedLayers.for_vectors(model, [vector])  # blocks 0-15 once per batch (scores unchanged)
 
     def effect(lam: float) -> float:  # on training pairs the vector was not fitted to; never the test items
-        return (pair_probability(model, val, vector, lam, sae=sae)["p_matching"]
-                - pair_probability(model, val, vector, -lam, sae=sae)["p_matching"])
+        return (pair_probability(model, val, vector, lam, sae=sae, shared=shared)["p_matching"]
+                - pair_probability(model, val, vector, -lam, sae=sae, shared=shared)["p_matching"])
 
     cal = calibrate_strength(model, vector, effect, sae=sae, strengths=[1, 2, 4], refine=0, max_tokens=96,
-                             texts=calibration_texts(model.tokenizer, 8))
+                             texts=calibration_texts(model.tokenizer, 8), shared=shared)
     assert cal.found, cal.describe()
     lam = cal.strength
-    p_plus = pair_probability(model, test, vector, lam, sae=sae)["p_matching"]
-    p_minus = pair_probability(model, test, vector, -lam, sae=sae)["p_matching"]
+    p_plus = pair_probability(model, test, vector, lam, sae=sae, shared=shared)["p_matching"]
+    p_minus = pair_probability(model, test, vector, -lam, sae=sae, shared=shared)["p_matching"]
     hook = next(iter(vector.tensors))
     rnd = _random_dense_like(model, vector, sae, hook)
-    r_shift = (pair_probability(model, test, rnd, lam)["p_matching"]
-               - pair_probability(model, test, rnd, -lam)["p_matching"])
+    r_shift = (pair_probability(model, test, rnd, lam, shared=shared)["p_matching"]
+               - pair_probability(model, test, rnd, -lam, shared=shared)["p_matching"])
     print(f"\n{method.upper()}: λ = {lam:g}, shift +λ {p_plus - p0:+.3f}, −λ {p_minus - p0:+.3f}, random control "
           f"p(+λ) − p(−λ) {r_shift:+.3f} (p0 {p0:.3f}; calibration {cal.describe()})")
     up, down = MEASURED[method]

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from interp_steer.errors import InterpSteerError
+from interp_steer.evaluation.shared_layers import SharedLayers
 from interp_steer.steering.vector import SteeringVector
 
 DEFAULT_STRENGTHS: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -88,6 +89,7 @@ def calibrate_strength(
     perplexity_unsteered: float | None = None,
     refine: int = 2,
     log: Callable[[str], None] | None = None,
+    shared: SharedLayers | bool = True,
 ) -> Calibration:
     """The strongest-effect λ of ``strengths`` whose held-out perplexity ratio stays ``≤ max_ratio``.
 
@@ -97,7 +99,9 @@ def calibrate_strength(
     unsteered perplexity at ``max_tokens`` when the caller has it already (computed here otherwise).
     ``refine``: bisection steps between the last fluent and the first failing strength of the grid (each one
     measured like a grid point, and marked ``"refined": True`` in ``rows``); ``0`` keeps to the grid, which a
-    metric that is only defined on the grid needs.
+    metric that is only defined on the grid needs. ``shared`` (default ``True``): the perplexity passes run the
+    blocks below the vector's layer once for every λ (:mod:`interp_steer.evaluation.shared_layers`); pass the
+    same ``SharedLayers`` to ``effect`` to share its passes too, ``False`` to run every λ in full.
     """
     from interp_steer.evaluation.preservation import text_perplexity
 
@@ -113,14 +117,16 @@ def calibrate_strength(
         raise InterpSteerError("no texts for the strength calibration")
     say = log or (lambda _msg: None)
     vsae = sae if vector.kind == "sae" else None
-    base = perplexity_unsteered or text_perplexity(model, docs, max_tokens=max_tokens).perplexity
+    lower = shared if isinstance(shared, SharedLayers) else (
+        SharedLayers.for_vectors(model, [vector]) if shared else None)
+    base = perplexity_unsteered or text_perplexity(model, docs, max_tokens=max_tokens, shared=lower).perplexity
     signs = (1.0, -1.0) if bidirectional else (1.0,)
 
     def measure(lam: float) -> dict[str, Any]:
         row: dict[str, Any] = {"strength": lam, "ppl_ratio_plus": None, "ppl_ratio_minus": None,
                                "ppl_ratio": None, "fluent": None, "effect": None}
         for sign in signs:
-            ratio = _ratio(model, docs, vector, sign * lam, vsae, base, max_tokens)
+            ratio = _ratio(model, docs, vector, sign * lam, vsae, base, max_tokens, lower)
             row["ppl_ratio_plus" if sign > 0 else "ppl_ratio_minus"] = ratio
             if ratio > max_ratio:
                 break  # one direction already fails: the other need not be measured
@@ -170,11 +176,11 @@ def calibrate_strength(
 
 
 def _ratio(model: Any, docs: Sequence[str], vector: SteeringVector, strength: float, sae: Any | None,
-           base: float, max_tokens: int) -> float:
+           base: float, max_tokens: int, shared: SharedLayers | None = None) -> float:
     """Steered over unsteered perplexity of ``docs`` (``inf`` when the steered one overflows)."""
     from interp_steer.evaluation.preservation import text_perplexity
 
-    ppl = text_perplexity(model, docs, vector, strength, sae=sae, max_tokens=max_tokens).perplexity
+    ppl = text_perplexity(model, docs, vector, strength, sae=sae, max_tokens=max_tokens, shared=shared).perplexity
     return ppl / base if math.isfinite(ppl) else math.inf
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from interp_steer.data.schemas import MCQItem
 from interp_steer.errors import InterpSteerError
+from interp_steer.evaluation.shared_layers import SharedLayers, first_changed_block
 from interp_steer.io import write_text_atomic
 from interp_steer.steering.vector import SteeringVector
 
@@ -40,8 +41,12 @@ GUARD_TOKENS = 256  # tokens per fluency-guard document (the perplexity default)
 
 def strength_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MCQItem],
                    strengths: Sequence[float], *, sae: Any | None = None, method: str = "loglik",
-                   batch_size: int = 16) -> list[dict[str, Any]]:
+                   batch_size: int = 16, shared: SharedLayers | bool = True) -> list[dict[str, Any]]:
     """Culture report of ``items`` at each strength (``{"strength", "overall", "per_country", "score_shift"}``).
+
+    ``shared`` (default ``True``): run the blocks below the vector's layer once for all strengths
+    (:mod:`interp_steer.evaluation.shared_layers`; same scores); pass a ``SharedLayers`` to share them with
+    other sweeps of the same items, ``False`` to run every strength in full.
 
     ``score_shift`` is the mean absolute change of the option scores against the unsteered model (nats per
     token for ``loglik``): it shows that a vector acts even where the argmax, hence accuracy, does not move.
@@ -53,7 +58,8 @@ def strength_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MC
 
     if not strengths:
         raise InterpSteerError("no strengths to evaluate")
-    plain = score_mcq(model, items, None, 0.0, method=method, batch_size=batch_size)
+    lower = _shared(model, vector, shared)
+    plain = score_mcq(model, items, None, 0.0, method=method, batch_size=batch_size, shared=lower)
     flat_plain = [x for s in plain for x in s.scores]
     margin_plain = _answer_margin(plain)
     rows = []
@@ -61,13 +67,21 @@ def strength_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MC
         if vector is None or lam == 0:
             scores = plain
         else:
-            scores = score_mcq(model, items, vector, float(lam), sae=sae, method=method, batch_size=batch_size)
+            scores = score_mcq(model, items, vector, float(lam), sae=sae, method=method, batch_size=batch_size,
+                               shared=lower)
         flat = [x for s in scores for x in s.scores]
         shift = sum(abs(a - b) for a, b in zip(flat, flat_plain, strict=True)) / len(flat)
         margin = _answer_margin(scores)
         rows.append({"strength": float(lam), **culture_report(scores), "score_shift": shift,
                      "answer_margin": margin, "margin_shift": margin - margin_plain})
     return rows
+
+
+def _shared(model: Any, vector: SteeringVector | None, shared: SharedLayers | bool) -> SharedLayers | None:
+    """The ``SharedLayers`` a sweep uses: the given one, a new one for ``vector`` (``True``) or none."""
+    if isinstance(shared, SharedLayers):
+        return shared
+    return SharedLayers.for_vectors(model, [vector]) if shared else None
 
 
 def _answer_margin(scores: Sequence[Any]) -> float:
@@ -78,11 +92,14 @@ def _answer_margin(scores: Sequence[Any]) -> float:
 
 
 def behaviour_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MCQItem],
-                    strengths: Sequence[float], *, sae: Any | None = None) -> list[dict[str, Any]]:
-    """Behaviour A/B probability of the matching letter at each strength."""
+                    strengths: Sequence[float], *, sae: Any | None = None,
+                    shared: SharedLayers | bool = True) -> list[dict[str, Any]]:
+    """Behaviour A/B probability of the matching letter at each strength (``shared``: as in
+    :func:`strength_sweep`)."""
     from interp_steer.evaluation.behaviour import ab_probability
 
-    return [{"strength": float(lam), **ab_probability(model, items, vector, float(lam), sae=sae)}
+    lower = _shared(model, vector, shared)
+    return [{"strength": float(lam), **ab_probability(model, items, vector, float(lam), sae=sae, shared=lower)}
             for lam in strengths]
 
 
@@ -200,7 +217,11 @@ def compare_methods(model: Any, sae: Any, config: CompareConfig | None = None, *
         result["fluency_guard"] = {"n_texts": len(guard["texts"]), **{k: v for k, v in guard.items() if k != "texts"}}
     for country in cfg.countries:
         train_items, test_items = _items(country, "train", cfg), _items(country, "test", cfg)
-        baseline = strength_sweep(model, None, test_items, [0.0], method=cfg.scoring)[0]
+        # the blocks below the methods' layer run once per country for every method and strength (LinEAS,
+        # which also steers below it, runs in full)
+        layer = cfg.layer if cfg.layer is not None else int(sae.cfg.metadata.hook_name.split(".")[1])
+        shared = SharedLayers(model, first_changed_block(model, [f"blocks.{layer}.hook_resid_post"]))
+        baseline = strength_sweep(model, None, test_items, [0.0], method=cfg.scoring, shared=shared)[0]
         entry: dict[str, Any] = {"n_train_items": len(train_items), "n_test_items": len(test_items),
                                  "baseline": baseline, "methods": {}}
         for method in cfg.methods:
@@ -209,7 +230,8 @@ def compare_methods(model: Any, sae: Any, config: CompareConfig | None = None, *
             vector = build_vector(model, sae, method, country, cfg)
             vsae = sae if vector.kind == "sae" else None
             built = time.perf_counter() - t0
-            train_sweep = strength_sweep(model, vector, train_items, strengths, sae=vsae, method=cfg.scoring)
+            train_sweep = strength_sweep(model, vector, train_items, strengths, sae=vsae, method=cfg.scoring,
+                                         shared=shared)
             within: bool | None = None
             if guard is not None and cfg.max_ppl_ratio is not None:
                 picked = _calibrated_choice(model, vector, vsae, train_sweep, guard, cfg.max_ppl_ratio)
@@ -220,7 +242,7 @@ def compare_methods(model: Any, sae: Any, config: CompareConfig | None = None, *
                         f"λ={chosen:g} is reported and marked as breaking the bound")
             else:
                 chosen = choose_strength(train_sweep)
-            test = strength_sweep(model, vector, test_items, strengths, sae=vsae, method=cfg.scoring)
+            test = strength_sweep(model, vector, test_items, strengths, sae=vsae, method=cfg.scoring, shared=shared)
             row: dict[str, Any] = {"strength": chosen, "sweep": test,
                                    "train_sweep": [{k: r[k] for k in ("strength", "overall", "fluent",
                                                                                      "guard_perplexity") if k in r}

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from interp_steer.chat import chat_tokens, common_prefix, pad_left, pad_right, pad_token_id, scored_option
 from interp_steer.data.schemas import MCQItem
 from interp_steer.errors import InterpSteerError
+from interp_steer.evaluation.shared_layers import SharedLayers, run, usable
 from interp_steer.steering.interventions import steer
 from interp_steer.steering.vector import SteeringVector
 
@@ -62,12 +63,18 @@ def pnlg(acc_localized: float, acc_nonlocalized: float) -> float:
 
 
 def _steering(model: Any, vector: SteeringVector | None, strength: float, sae: Any | None,
-              positions: str | None, starts: torch.Tensor | None):
+              positions: str | None, starts: torch.Tensor | None, shared: SharedLayers | None = None):
+    """The steering context of one scored forward (none when unsteered); with ``shared`` the hooks are keyed
+    as they fire in :meth:`SharedLayers.forward`."""
     if vector is None or strength == 0:
         return nullcontext()
     policy = positions or vector.positions
-    return steer(model, vector, strength, sae=sae, positions=policy, starts=starts if policy != "all" else None,
-                 require_fired=True)
+    starts = starts if policy != "all" else None
+    if shared is not None:
+        vector.check_compatible(model, sae)
+        return steer(model, shared.interventions(vector, sae), strength, positions=policy, starts=starts,
+                     require_fired=True)
+    return steer(model, vector, strength, sae=sae, positions=policy, starts=starts, require_fired=True)
 
 
 def _starts_for(policy: str, instruction_end: list[int], response_start: list[int]) -> torch.Tensor:
@@ -80,6 +87,16 @@ def _option_sequences(tok: Any, items: Sequence[MCQItem]) -> list[list[tuple[lis
     return [[scored_option(tok, item.question, option) for option in item.options] for item in items]
 
 
+def _span_logits(model: Any, resid: torch.Tensor, spans: Sequence[tuple[int, int, int]]) -> list[torch.Tensor]:
+    """Vocabulary logits only at the positions that are scored: ``spans`` = ``(row, start, stop)`` of the
+    last block's residual stream ``resid`` [batch, pos, d]; one final norm + unembedding for all of them
+    (padding and end-of-turn positions are never unembedded)."""
+    rows = torch.cat([torch.full((b - a,), r, dtype=torch.long) for r, a, b in spans]).to(resid.device)
+    cols = torch.cat([torch.arange(a, b) for _, a, b in spans]).to(resid.device)
+    logits = model.unembed(model.ln_final(resid[rows, cols][None]))[0]
+    return list(torch.split(logits, [b - a for _, a, b in spans]))
+
+
 def _mean_option_logp(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """Mean log-prob of ``targets`` [n] under ``logits`` [n, vocab] (log-softmax only at these rows)."""
     logp = torch.log_softmax(logits.float(), -1)
@@ -88,7 +105,8 @@ def _mean_option_logp(logits: torch.Tensor, targets: torch.Tensor) -> float:
 
 @torch.no_grad()
 def _loglik_scores(model: Any, items: Sequence[MCQItem], vector: SteeringVector | None, strength: float,
-                   sae: Any | None, positions: str | None, batch_size: int, progress: bool) -> list[list[float]]:
+                   sae: Any | None, positions: str | None, batch_size: int, progress: bool,
+                   shared: SharedLayers | None = None) -> list[list[float]]:
     """One forward per option sequence (the reference path; see :func:`_loglik_scores_shared`)."""
     tok = model.tokenizer
     seqs, owners = [], []
@@ -105,11 +123,11 @@ def _loglik_scores(model: Any, items: Sequence[MCQItem], vector: SteeringVector 
         idx = order[b : b + batch_size]
         tokens, mask = pad_right([seqs[k][0] for k in idx], pad)
         starts = _starts_for(policy, [seqs[k][2] for k in idx], [seqs[k][1] for k in idx])
-        with _steering(model, vector, strength, sae, positions, starts):
-            logits = model(tokens.to(model.cfg.device))
-        for row, k in enumerate(idx):
-            ids, rs, _ = seqs[k]
-            values[k] = _mean_option_logp(logits[row, rs - 1 : len(ids) - 1], tokens[row, rs : len(ids)])
+        with _steering(model, vector, strength, sae, positions, starts, shared):
+            resid = run(model, shared, tokens.to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
+        spans = [(row, seqs[k][1] - 1, len(seqs[k][0]) - 1) for row, k in enumerate(idx)]
+        for (row, a, b), logits, k in zip(spans, _span_logits(model, resid, spans), idx, strict=True):
+            values[k] = _mean_option_logp(logits, tokens[row, a + 1 : b + 1])
     out = [[0.0] * len(it.options) for it in items]
     for k, (i, j) in enumerate(owners):
         out[i][j] = values[k]
@@ -119,7 +137,7 @@ def _loglik_scores(model: Any, items: Sequence[MCQItem], vector: SteeringVector 
 @torch.no_grad()
 def _loglik_scores_shared(model: Any, items: Sequence[MCQItem], vector: SteeringVector | None, strength: float,
                           sae: Any | None, positions: str | None, batch_size: int,
-                          progress: bool) -> list[list[float]]:
+                          progress: bool, shared: SharedLayers | None = None) -> list[list[float]]:
     """Option log-likelihoods with each item's prompt computed once.
 
     The tokens every option of an item shares (the chat-rendered question up to the assistant turn) run once,
@@ -142,7 +160,7 @@ def _loglik_scores_shared(model: Any, items: Sequence[MCQItem], vector: Steering
     prefix_len = [min(min(common_prefix(opts[0][0], s[0]) for s in opts), min(s[1] for s in opts)) - 1
                   for opts in per_item]
     if min(prefix_len) < 1:  # nothing to share (no template, one-token prompt): score full sequences
-        return _loglik_scores(model, items, vector, strength, sae, positions, batch_size, progress)
+        return _loglik_scores(model, items, vector, strength, sae, positions, batch_size, progress, shared)
     order = sorted(range(len(items)), key=lambda i: -prefix_len[i])
     chunks: list[list[int]] = [[]]
     for i in order:
@@ -160,8 +178,9 @@ def _loglik_scores_shared(model: Any, items: Sequence[MCQItem], vector: Steering
         cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, batch_size=len(chunk))
         starts = _starts_for(policy, [per_item[i][0][2] + shift[c] for c, i in enumerate(chunk)],
                              [per_item[i][0][1] + shift[c] for c, i in enumerate(chunk)])
-        with _steering(model, vector, strength, sae, positions, starts) as handle:
-            model(p_tokens.to(device), attention_mask=p_mask.to(device), past_kv_cache=cache, return_type=None)
+        with _steering(model, vector, strength, sae, positions, starts, shared) as handle:
+            run(model, shared, p_tokens.to(device), attention_mask=p_mask.to(device), past_kv_cache=cache,
+                return_type=None)
             pick = torch.tensor([c for _, c, _ in rows], device=p_tokens.device)
             expanded = kv_cache([(e.past_keys.index_select(0, pick.to(e.past_keys.device)),
                                   e.past_values.index_select(0, pick.to(e.past_values.device))) for e in cache.entries],
@@ -172,18 +191,20 @@ def _loglik_scores_shared(model: Any, items: Sequence[MCQItem], vector: Steering
                 handle.state.offset = p_tokens.shape[1]
                 if handle.state.starts is not None:
                     handle.state.starts = handle.state.starts.index_select(0, pick.to(handle.state.starts.device))
-            logits = model(c_tokens.to(device), attention_mask=c_mask.to(device), past_kv_cache=expanded)
-        for row, (i, _, j) in enumerate(rows):
-            ids, rs, _ = per_item[i][j]
-            first = rs - 1 - prefix_len[i]  # continuation index whose logits predict the first option token
-            stop = len(ids) - 1 - prefix_len[i]
-            out[i][j] = _mean_option_logp(logits[row, first:stop], c_tokens[row, first + 1 : stop + 1])
+            resid = run(model, shared, c_tokens.to(device), attention_mask=c_mask.to(device),
+                        past_kv_cache=expanded, stop_at_layer=model.cfg.n_layers)
+        # continuation index whose logits predict the first option token, and the end of the option tokens
+        spans = [(row, per_item[i][j][1] - 1 - prefix_len[i], len(per_item[i][j][0]) - 1 - prefix_len[i])
+                 for row, (i, _, j) in enumerate(rows)]
+        for (row, a, b), logits, (i, _, j) in zip(spans, _span_logits(model, resid, spans), rows, strict=True):
+            out[i][j] = _mean_option_logp(logits, c_tokens[row, a + 1 : b + 1])
     return out
 
 
 @torch.no_grad()
 def _letter_scores(model: Any, items: Sequence[MCQItem], vector: SteeringVector | None, strength: float,
-                   sae: Any | None, positions: str | None, batch_size: int, progress: bool) -> list[list[float]]:
+                   sae: Any | None, positions: str | None, batch_size: int, progress: bool,
+                   shared: SharedLayers | None = None) -> list[list[float]]:
     from interp_steer.data.loaders import format_mcq
 
     tok = model.tokenizer
@@ -200,8 +221,8 @@ def _letter_scores(model: Any, items: Sequence[MCQItem], vector: SteeringVector 
         chunk = seqs[b : b + batch_size]
         tokens, mask = pad_right([c[0] for c in chunk], pad)
         starts = _starts_for(policy, [c[2] for c in chunk], [c[1] for c in chunk])
-        with _steering(model, vector, strength, sae, positions, starts):
-            logits = model(tokens.to(model.cfg.device))
+        with _steering(model, vector, strength, sae, positions, starts, shared):
+            logits = run(model, shared, tokens.to(model.cfg.device))
         last = mask.sum(-1) - 1
         logp = torch.log_softmax(logits[torch.arange(len(chunk)), last.to(logits.device)].float(), -1)
         for row, ids in enumerate(letter_ids[b : b + batch_size]):
@@ -221,6 +242,7 @@ def score_mcq(
     batch_size: int = 16,
     progress: bool = False,
     shared_prefix: bool = True,
+    shared: SharedLayers | None = None,
 ) -> list[ItemScore]:
     """Score every item (steered by ``vector`` at ``strength`` when given).
 
@@ -235,9 +257,10 @@ def score_mcq(
         raise InterpSteerError(f"batch_size must be at least 1, got {batch_size}")
     if method == "loglik":
         fn = _loglik_scores_shared if shared_prefix else _loglik_scores
-        scores = fn(model, items, vector, strength, sae, positions, batch_size, progress)
+        scores = fn(model, items, vector, strength, sae, positions, batch_size, progress, usable(shared, vector))
     elif method == "letter":
-        scores = _letter_scores(model, items, vector, strength, sae, positions, batch_size, progress)
+        scores = _letter_scores(model, items, vector, strength, sae, positions, batch_size, progress,
+                                usable(shared, vector))
     else:
         raise InterpSteerError(f"unknown MCQ scoring method {method!r}; expected loglik or letter")
     results = []

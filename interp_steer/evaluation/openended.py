@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from interp_steer.chat import chat_tokens, pad_right, pad_token_id
 from interp_steer.errors import InterpSteerError
 from interp_steer.evaluation.judges import Judge
+from interp_steer.evaluation.shared_layers import SharedLayers, run, usable
 from interp_steer.steering.interventions import steer
 from interp_steer.steering.vector import SteeringVector
 
@@ -46,10 +47,14 @@ class PerplexityResult:
         return asdict(self)
 
 
-def _steering(model: Any, vector: SteeringVector | None, strength: float, sae: Any | None):
+def _steering(model: Any, vector: SteeringVector | None, strength: float, sae: Any | None,
+              shared: SharedLayers | None = None):
+    """Steering at every position (none when unsteered); hooks keyed for ``shared`` when given."""
     if vector is None or strength == 0:
         return nullcontext()
-    return steer(model, vector, strength, sae=sae, positions="all", check=False)
+    if shared is not None:
+        return steer(model, shared.interventions(vector, sae), strength, positions="all", require_fired=True)
+    return steer(model, vector, strength, sae=sae, positions="all", check=False, require_fired=True)
 
 
 @torch.no_grad()
@@ -63,11 +68,13 @@ def token_nll(
     sae: Any | None = None,
     batch_size: int = 4,
     progress: bool = False,
+    shared: SharedLayers | None = None,
 ) -> list[tuple[float, int]]:
     """``(Σ_t −log p(ids[t] | ids[:t]), n)`` over ``t ≥ starts[i]`` for each sequence (``starts[i] ≥ 1``).
 
     Batches are right-padded (causal attention: padding never affects earlier positions), longest first.
-    With ``vector`` and a non-zero ``strength`` the model is steered at every position.
+    With ``vector`` and a non-zero ``strength`` the model is steered at every position. ``shared``: lower
+    blocks reused across calls (:mod:`interp_steer.evaluation.shared_layers`).
     """
     if len(sequences) != len(starts):
         raise InterpSteerError(f"{len(sequences)} sequences but {len(starts)} start indices")
@@ -81,12 +88,13 @@ def token_nll(
     order = sorted(todo, key=lambda i: -len(sequences[i]))
     pad = pad_token_id(model.tokenizer)
     device = model.cfg.device
+    lower = usable(shared, vector)
     for b in tqdm(range(0, len(order), batch_size), desc="NLL", disable=not progress, leave=False):
         idx = order[b : b + batch_size]
         tokens, _ = pad_right([list(sequences[i]) for i in idx], pad)
         tokens = tokens.to(device)
-        with _steering(model, vector, strength, sae):
-            logits = model(tokens)
+        with _steering(model, vector, strength, sae, lower):
+            logits = run(model, lower, tokens)
         for row, i in enumerate(idx):
             n = len(sequences[i])
             s = int(starts[i])

@@ -32,6 +32,7 @@ from interp_steer.data.schemas import MCQItem
 from interp_steer.errors import InterpSteerError
 from interp_steer.evaluation.mcq import ItemScore, score_mcq
 from interp_steer.evaluation.openended import PerplexityResult, _summarise, token_nll
+from interp_steer.evaluation.shared_layers import SharedLayers
 from interp_steer.steering.vector import SteeringVector
 
 T = TypeVar("T")
@@ -153,14 +154,15 @@ def _text_sequences(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> li
 
 def text_perplexity(model: Any, texts: Sequence[str], vector: SteeringVector | None = None,
                     strength: float = 0.0, *, sae: Any | None = None, max_tokens: int = 256,
-                    batch_size: int = 4) -> PerplexityResult:
+                    batch_size: int = 4, shared: SharedLayers | None = None) -> PerplexityResult:
     """Token-weighted perplexity of ``texts`` (``BOS + first max_tokens tokens`` each), steered at every
-    position when ``vector`` is given with a non-zero ``strength``."""
+    position when ``vector`` is given with a non-zero ``strength``. ``shared``: lower blocks reused across
+    calls (a λ grid on the same texts runs them once, :mod:`interp_steer.evaluation.shared_layers`)."""
     if not texts:
         raise InterpSteerError("no texts for the perplexity check")
     seqs = _text_sequences(model.tokenizer, texts, max_tokens)
     return _summarise(token_nll(model, seqs, [1] * len(seqs), vector=vector, strength=strength, sae=sae,
-                                batch_size=batch_size))
+                                batch_size=batch_size, shared=shared))
 
 
 # ----------------------------------------------------------------------------------------- reports
