@@ -54,6 +54,7 @@ _LAZY: dict[str, str] = {
     "explain": "interp_steer.interpret.attribution", "attribute": "interp_steer.interpret.attribution",
     "latent_usage": "interp_steer.interpret.attribution", "activation_patching": "interp_steer.interpret.patching",
     "inspect_latents": "interp_steer.interpret.latents", "build_dashboard": "interp_steer.interpret.dashboard",
+    "to_neuronpedia": "interp_steer.interpret.neuronpedia",
     # grids of experiments on Ray
     "sweep": "interp_steer.sweeps", "SweepConfig": "interp_steer.sweeps",
 }
@@ -66,7 +67,7 @@ __all__ = [
     "from_hf_model", "generate", "inspect_latents", "latent_usage", "list_shipped_saes", "load_culture",
     "load_model", "load_pairs", "load_preferences", "load_prompts", "load_sae", "model_fingerprint",
     "pair_probability", "preference_config", "score_mcq", "steer", "strength_sweep", "sweep", "text_perplexity",
-    "train_lineas", "train_vector",
+    "to_neuronpedia", "train_lineas", "train_vector",
 ]  # = InterpSteerError, __version__ and every key of _LAZY (tested)
 
 
@@ -98,6 +99,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from interp_steer.interpret.attribution import attribute, explain, latent_usage
     from interp_steer.interpret.dashboard import build_dashboard
     from interp_steer.interpret.latents import inspect_latents
+    from interp_steer.interpret.neuronpedia import to_neuronpedia
     from interp_steer.interpret.patching import activation_patching
     from interp_steer.methods.caa import compute_caa
     from interp_steer.methods.contrastive import contrastive_vector

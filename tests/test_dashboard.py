@@ -1,9 +1,11 @@
-"""Feature dashboards: JSON export, a self-contained HTML page rendered by a real headless Chromium, the
+"""Feature dashboards: JSON export, the Neuronpedia batch export (checked against a fixture in SAEDashboard's
+batch schema, tests/data/neuronpedia), a self-contained HTML page rendered by a real headless Chromium, the
 ``interp-steer dashboard`` command, and one slow run on the real model with the shipped SAE."""
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -32,6 +34,7 @@ from interp_steer.interpret.dashboard import (
 )
 from interp_steer.interpret.features import top_latents
 from interp_steer.interpret.latents import inspect_latents
+from interp_steer.interpret.neuronpedia import EMPTY_FEATURE_KEYS, neuronpedia_batches, to_neuronpedia
 from interp_steer.models import model_fingerprint
 from interp_steer.saes import sae_reference
 from interp_steer.steering import SteeringVector
@@ -225,6 +228,189 @@ def test_sweep_and_patching_inputs():
             load_patching(bad)
 
 
+# -------------------------------------------------------------------------------------- neuronpedia
+NEURONPEDIA_FIXTURE = Path(__file__).parent / "data" / "neuronpedia" / "batch-0.json"  # sources: SOURCE.md there
+# what Neuronpedia's converter indexes in each feature / activation (SAEDashboard @ db4839a,
+# sae_dashboard/neuronpedia/neuronpedia_export.py, _process_batch)
+IMPORTER_FEATURE_KEYS = (
+    "feature_index", "neuron_alignment_indices", "neuron_alignment_values", "neuron_alignment_l1",
+    "correlated_neurons_indices", "correlated_neurons_pearson", "correlated_neurons_l1",
+    "correlated_features_indices", "correlated_features_pearson", "correlated_features_l1", "neg_str",
+    "neg_values", "pos_str", "pos_values", "frac_nonzero", "freq_hist_data_bar_heights",
+    "freq_hist_data_bar_values", "logits_hist_data_bar_heights", "logits_hist_data_bar_values",
+    "decoder_weights_dist", "activations",
+)
+IMPORTER_ACTIVATION_KEYS = ("tokens", "values", "bin_contains", "bin_max", "bin_min", "qualifying_token_index")
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), (list, "list"),
+                       (dict, "dict")):
+        if isinstance(value, kind):
+            return name
+    raise TypeError(f"not a JSON value: {value!r}")
+
+
+def _conforms(ours, ref, path: str = "$") -> list[str]:
+    """Where ``ours`` differs from ``ref`` in keys (and their order), nesting or JSON types, at every level
+    ([] when nowhere). A list conforms when each of its items conforms to some item of the reference list, so
+    an empty list always does (SAEDashboard leaves uncomputed tables empty)."""
+    if _json_type(ours) != _json_type(ref):
+        return [f"{path}: {_json_type(ours)} where the fixture has {_json_type(ref)}"]
+    if isinstance(ref, dict):
+        if list(ours) != list(ref):
+            return [f"{path}: keys {list(ours)} != the fixture's {list(ref)}"]
+        return [p for key in ref for p in _conforms(ours[key], ref[key], f"{path}.{key}")]
+    if isinstance(ref, list):
+        if ours and not ref:
+            return [f"{path}: {len(ours)} items where the fixture's list is empty"]
+        problems: list[str] = []
+        for i, item in enumerate(ours):
+            attempts = [_conforms(item, r, f"{path}[{i}]") for r in ref]
+            if all(attempts):
+                problems.extend(min(attempts, key=len))
+        return problems
+    return []
+
+
+@pytest.fixture(scope="module")
+def np_batches(dashboard):
+    return neuronpedia_batches(dashboard, sae_set="interp-steer-tiny", features_per_batch=2)
+
+
+def test_fixture_comparison_catches_schema_drift():
+    fixture = json.loads(NEURONPEDIA_FIXTURE.read_text())
+    assert _conforms(fixture, fixture) == []
+    assert len(fixture["features"][0]) == 25 and fixture["sae_id_suffix"] is None
+    for mutate in (lambda d: d["features"][0].pop("frac_nonzero"), lambda d: d.update(layer="0"),
+                   lambda d: d["features"][0]["activations"][0].update(values=[1, 2]),
+                   lambda d: d["features"][0].update(pos_values=[[1.0]]), lambda d: d.pop("sae_id_suffix"),
+                   lambda d: d["features"][0]["activations"][1].update(extra=1),
+                   lambda d: d["features"][0].update(vector=[0.5])):
+        bad = copy.deepcopy(fixture)
+        mutate(bad)
+        assert _conforms(bad, fixture), "the comparison must notice the change"
+
+
+def test_neuronpedia_batches_follow_the_fixture_schema(np_batches):
+    fixture = json.loads(NEURONPEDIA_FIXTURE.read_text())
+    assert [len(b["features"]) for b in np_batches] == [2, 2, 1]
+    for batch in np_batches:
+        parsed = json.loads(json.dumps(batch, allow_nan=False))  # strict JSON
+        assert parsed == batch
+        assert _conforms(parsed, fixture) == []
+        assert all(f["activations"] for f in parsed["features"])  # so the activation schema was compared too
+
+
+def test_neuronpedia_values_come_from_the_dashboard(tiny_model, dashboard, np_batches):
+    data = dashboard.features
+    by_index = {f["index"]: f for f in data["features"]}
+    exported = [f for b in np_batches for f in b["features"]]
+    assert [f["feature_index"] for f in exported] == sorted(by_index)  # each latent once, by index
+    for batch in np_batches:
+        assert (batch["model_id"], batch["layer"], batch["sae_set"], batch["sae_id_suffix"]) == (
+            tiny_model.cfg.model_name, 1, "interp-steer-tiny", None)
+    for feat in exported:
+        ours = by_index[feat["feature_index"]]
+        assert feat["pos_str"] == ours["pos_str"] and feat["neg_str"] == ours["neg_str"]
+        assert feat["pos_values"] == pytest.approx(ours["pos_values"], abs=1e-5)
+        assert feat["neg_values"] == pytest.approx(ours["neg_values"], abs=1e-5)
+        assert feat["frac_nonzero"] == ours["frac_nonzero"] > 0
+        assert feat["freq_hist_data_bar_heights"] == ours["freq_hist_data_bar_heights"]
+        assert feat["freq_hist_data_bar_values"] == pytest.approx(ours["freq_hist_data_bar_values"], abs=1e-5)
+        assert (feat["n_prompts_total"], feat["n_tokens_in_prompt"], feat["dataset"]) == (
+            len(TEXTS), data["corpus"]["max_length"], "")
+        assert all(feat[key] == [] for key in EMPTY_FEATURE_KEYS)  # not computed: empty, as SAEDashboard
+        assert len(feat["activations"]) == len(ours["activations"]) > 0
+        for act, snippet in zip(feat["activations"], ours["activations"], strict=True):
+            assert act["tokens"] == snippet["tokens"]
+            assert act["values"] == pytest.approx(snippet["values"], abs=1e-5)
+            assert act["qualifying_token_index"] == snippet["maxValueTokenIndex"]
+            assert (act["bin_min"], act["bin_contains"]) == (-1, -1)  # SAEDashboard's "TOP ACTIVATIONS" group
+            assert act["bin_max"] == pytest.approx(ours["maxActApprox"], abs=1e-5)
+
+
+def test_neuronpedia_batches_read_like_the_importer(dashboard, np_batches):
+    """Walk the batches as Neuronpedia's converter does: the keys it indexes, max/argmax of each snippet."""
+    by_index = {f["index"]: f for f in dashboard.features["features"]}
+    for batch in json.loads(json.dumps(np_batches)):
+        assert batch["model_id"] and isinstance(batch["layer"], int) and "sae_id_suffix" in batch
+        for feat in batch["features"]:
+            assert all(key in feat for key in IMPORTER_FEATURE_KEYS)
+            ours = by_index[feat["feature_index"]]
+            max_act_approx = 0.0
+            for act, snippet in zip(feat["activations"], ours["activations"], strict=True):
+                assert all(key in act for key in IMPORTER_ACTIVATION_KEYS)
+                values = act["values"]
+                top = max(values)
+                max_act_approx = max(max_act_approx, top)
+                assert top == pytest.approx(snippet["maxValue"], abs=1e-5)
+                assert values[snippet["maxValueTokenIndex"]] == top
+            assert max_act_approx == pytest.approx(ours["maxActApprox"], abs=1e-5)
+
+
+def test_to_neuronpedia_writes_batch_files(dashboard, np_batches, tmp_path):
+    out = tmp_path / "np"
+    paths = to_neuronpedia(dashboard, out, sae_set="interp-steer-tiny", features_per_batch=2)
+    assert [p.name for p in paths] == ["batch-0.json", "batch-1.json", "batch-2.json"]
+    assert sorted(p.name for p in out.iterdir()) == [p.name for p in paths]  # no temporary files left
+    assert [json.loads(p.read_text()) for p in paths] == np_batches
+    with pytest.raises(InterpSteerError, match="already holds 3 batch file"):
+        to_neuronpedia(dashboard, out, sae_set="interp-steer-tiny")
+    # from features.json, overwriting: one batch now, the stale batch-1/2 are removed
+    _, json_path = dashboard.write(tmp_path / "dash")
+    paths = to_neuronpedia(json_path, out, overwrite=True, sae_set="interp-steer-tiny", features_per_batch=5)
+    assert sorted(p.name for p in out.iterdir()) == ["batch-0.json"]
+    assert json.loads(paths[0].read_text())["features"] == [f for b in np_batches for f in b["features"]]
+    # defaults: model name, the hook's layer, a slug of the SAE id
+    default = neuronpedia_batches(dashboard)[0]
+    assert default["layer"] == 1 and re.fullmatch(r"[a-z0-9-]+", default["sae_set"])
+
+
+def _set_first_value(data: dict, value) -> None:
+    data["features"][0]["activations"][0]["values"][0] = value
+
+
+@pytest.mark.parametrize("change, options, message", [
+    (None, {"sae_set": "bad set"}, "sae_set: 'bad set' is not a usable Neuronpedia name"),
+    (None, {"sae_set": "res__jb"}, "no '__'"),
+    (None, {"features_per_batch": 0}, "features_per_batch: expected an integer ≥ 1"),
+    (None, {"model_id": "org/model"}, "model_id: 'org/model' is not a usable"),
+    (None, {"layer": -1}, "layer: expected a non-negative integer"),
+    (lambda d: d["sae"].update(layer=None, hook="hook_embed"), {}, "names no block"),
+    (lambda d: d.update(features=[]), {}, "nothing to export"),
+    (lambda d: _set_first_value(d, float("nan")), {}, r"activations\[0\]\.values\[0\]: expected a finite number"),
+    (lambda d: _set_first_value(d, "0.1"), {}, "expected a finite number, got '0.1'"),
+    (lambda d: d["features"][0]["activations"][0]["tokens"].pop(), {}, "tokens and values have different lengths"),
+    (lambda d: d["features"][1].update(index=d["features"][0]["index"]), {}, "latent indices repeat"),
+    (lambda d: d["features"][0].update(frac_nonzero=1.5), {}, "not a fraction"),
+    (lambda d: d.update(format="other/1"), {}, "format"),
+])
+def test_neuronpedia_refuses_bad_input(dashboard, change, options, message):
+    source = dashboard
+    if change is not None:
+        source = copy.deepcopy(dashboard.features)
+        change(source)
+    with pytest.raises(InterpSteerError, match=message) as info:
+        neuronpedia_batches(source, **options)
+    assert "\n" not in str(info.value) and str(info.value).startswith("Neuronpedia export: ")
+
+
+def test_neuronpedia_refuses_bad_paths(dashboard, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InterpSteerError, match="is an existing file, not a folder"):
+        to_neuronpedia(dashboard, tmp_path / "file")
+    with pytest.raises(InterpSteerError, match="features file not found"):
+        neuronpedia_batches(tmp_path / "missing.json")
+    with pytest.raises(InterpSteerError, match="not valid JSON"):
+        neuronpedia_batches(tmp_path / "file")
+    with pytest.raises(InterpSteerError, match="expected a dashboard"):
+        neuronpedia_batches([1, 2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 # --------------------------------------------------------------------------------------------- html
 def test_html_is_self_contained(dashboard):
     from plotly.offline import get_plotlyjs
@@ -311,12 +497,45 @@ def test_dashboard_command(monkeypatch, capsys, tiny_model, setup, tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
 
 
+def test_dashboard_command_neuronpedia(monkeypatch, capsys, tiny_model, setup, tmp_path):
+    from interp_steer.saes import load_sae
+
+    sae, _, firing = setup
+    sae.save_model(str(tmp_path / "sae"))
+    loaded = load_sae(path=tmp_path / "sae", model=tiny_model)
+    vec_path = _sae_vector(tiny_model, loaded, {firing[0]: 2.0, firing[1]: 1.0, firing[2]: 0.5}).save(tmp_path / "v")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(t.replace("\n", " ") for t in TEXTS))
+    np_dir = tmp_path / "np"
+    np_dir.mkdir()
+    (np_dir / "batch-7.json").write_text("{}")  # left from an earlier export: the importer would read it
+    code, stdout, err = _main(monkeypatch, capsys, tiny_model, "dashboard", "--vector", str(vec_path), "--sae",
+                              str(tmp_path / "sae"), "--texts", str(texts), "--n-latents", "3", "--strengths",
+                              "--max-length", "64", "--output-dir", str(tmp_path / "dash"), "--neuronpedia",
+                              str(np_dir), "--neuronpedia-set", "tiny-res", "--neuronpedia-features-per-batch", "2")
+    assert code == 0, err
+    assert sorted(p.name for p in np_dir.iterdir()) == ["batch-0.json", "batch-1.json"]
+    data = json.loads((tmp_path / "dash" / "features.json").read_text())
+    batches = [json.loads((np_dir / f"batch-{n}.json").read_text()) for n in range(2)]
+    assert [len(b["features"]) for b in batches] == [2, 1]
+    assert [f["feature_index"] for b in batches for f in b["features"]] == sorted(f["index"] for f in data["features"])
+    for batch in batches:
+        assert (batch["model_id"], batch["layer"], batch["sae_set"]) == (tiny_model.cfg.model_name, 1, "tiny-res")
+        for feat in batch["features"]:
+            assert (feat["n_prompts_total"], feat["n_tokens_in_prompt"], feat["dataset"]) == (
+                len(TEXTS), 64, str(texts))
+    assert str(np_dir / "batch-1.json") in stdout
+
+
 @pytest.mark.parametrize("extra, message", [
     (("--vector", "missing.safetensors"), "steering vector file not found"),
     (("--texts", "no-such-file.txt"), "not a file and not a registry key"),
     (("--sweep", "SWEEP_BAD"), "not valid JSON"),
     (("--patching", "PATCH_BAD"), "different lengths"),
     (("--n-latents", "0"), "--n-latents"),
+    (("--neuronpedia-set", "bad set"), "--neuronpedia-set: Neuronpedia export: sae_set: 'bad set'"),
+    (("--neuronpedia-features-per-batch", "0"), "--neuronpedia-features-per-batch"),
+    (("--neuronpedia", "SWEEP_BAD"), "--neuronpedia: Neuronpedia export folder"),
 ])
 def test_dashboard_command_bad_input(monkeypatch, capsys, tiny_model, setup, tmp_path, extra, message):
     sae, _, firing = setup

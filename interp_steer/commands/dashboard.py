@@ -2,9 +2,12 @@
 
     interp-steer dashboard --vector v.safetensors [--sae FOLDER] [--texts FILE|KEY] [--n-latents 8]
                            [--strengths 1 2 4] [--sweep sweep.json] [--patching patching.json] --output-dir DIR
+                           [--neuronpedia NP_DIR [--neuronpedia-set NAME] [--neuronpedia-model-id ID]]
 
 writes ``DIR/dashboard.html`` (self-contained, plotly.js inlined) and ``DIR/features.json`` (schema in
-:mod:`interp_steer.interpret.dashboard`).
+:mod:`interp_steer.interpret.dashboard`); with ``--neuronpedia``, also ``NP_DIR/batch-0.json`` … in the
+batch format of SAEDashboard's NeuronpediaRunner (:mod:`interp_steer.interpret.neuronpedia`), ready for
+Neuronpedia's converter. An existing ``NP_DIR`` is overwritten: stale ``batch-N.json`` files are removed.
 """
 
 from __future__ import annotations
@@ -40,10 +43,20 @@ def _check_texts(source: str | None) -> None:
                                "(e.g. a .txt file with one text per line, or local:news)")
 
 
+_NEURONPEDIA_FLAGS = {"model_id": "--neuronpedia-model-id", "layer": "--neuronpedia-layer",
+                      "sae_set": "--neuronpedia-set", "features_per_batch": "--neuronpedia-features-per-batch"}
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from interp_steer.cli import _model
     from interp_steer.interpret.dashboard import build_dashboard, load_patching, load_sweep
     from interp_steer.interpret.latents import corpus_texts
+    from interp_steer.interpret.neuronpedia import (
+        check_options,
+        check_output,
+        neuronpedia_batches,
+        write_batches,
+    )
     from interp_steer.steering.vector import SteeringVector
 
     if args.n_latents < 1 or args.n_texts < 1 or args.n_snippets < 0 or args.max_length < 2:
@@ -52,6 +65,18 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if not vec_path.exists() and not vec_path.with_name(vec_path.name + ".safetensors").exists():
         raise InterpSteerError(f"steering vector file not found: {args.vector}")
     _check_texts(args.texts)
+    np_options = {"model_id": args.neuronpedia_model_id, "layer": args.neuronpedia_layer,
+                  "sae_set": args.neuronpedia_set, "features_per_batch": args.neuronpedia_features_per_batch}
+    for key, flag in _NEURONPEDIA_FLAGS.items():  # bad options fail before the model loads, naming the flag
+        try:
+            check_options(**{key: np_options[key]})
+        except InterpSteerError as exc:
+            raise InterpSteerError(f"{flag}: {exc}") from exc
+    if args.neuronpedia:
+        try:
+            check_output(args.neuronpedia, overwrite=True)
+        except InterpSteerError as exc:
+            raise InterpSteerError(f"--neuronpedia: {exc}") from exc
     sweep = load_sweep(args.sweep) if args.sweep else None  # bad files fail before the model loads
     patching = load_patching(args.patching) if args.patching else None
     vector = SteeringVector.load(vec_path)
@@ -67,11 +92,15 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, vector_name=vec_path.name,
         corpus_source=args.texts or "held-out ../shared/data/corpus/mixed-text.jsonl.gz", progress=True,
     )
+    batches = neuronpedia_batches(dash.features, **np_options) if args.neuronpedia else []  # refuse first
     html_path, json_path = dash.write(args.output_dir)
+    batch_paths = write_batches(batches, args.neuronpedia, overwrite=True) if args.neuronpedia else []
     n = len(dash.features["features"])
     print(f"{n} latents over {len(texts)} texts in {time.perf_counter() - t0:.1f} s")
     print(html_path)
     print(json_path)
+    for path in batch_paths:
+        print(path)
     return 0
 
 
@@ -102,4 +131,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0, help="sampling seed for registry/file texts")
     p.add_argument("--output-dir", required=True, help="folder for dashboard.html and features.json")
+    p.add_argument("--neuronpedia", default=None, metavar="DIR",
+                   help="also write DIR/batch-0.json … in SAEDashboard's Neuronpedia batch format (for Neuronpedia's "
+                        "convert-saedashboard-to-neuronpedia-export converter); stale batch files there are removed")
+    p.add_argument("--neuronpedia-set", default=None, metavar="NAME",
+                   help="Neuronpedia source set (sae_set, e.g. res-jb; default: a slug of the SAE id)")
+    p.add_argument("--neuronpedia-model-id", default=None, metavar="ID",
+                   help="Neuronpedia model id (default: the model's name)")
+    p.add_argument("--neuronpedia-layer", type=int, default=None,
+                   help="layer number (default: from the SAE hook, blocks.N.…)")
+    p.add_argument("--neuronpedia-features-per-batch", type=int, default=128,
+                   help="latents per batch-N.json (default: 128, as SAEDashboard)")
     p.set_defaults(func=cmd_dashboard)

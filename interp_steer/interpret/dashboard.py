@@ -8,7 +8,8 @@ activation-patching heatmap made elsewhere) into one HTML page with plotly.js in
 it opens offline. :func:`write_dashboard` writes ``dashboard.html`` and ``features.json`` atomically. On the
 command line: ``interp-steer dashboard --vector v.safetensors --output-dir DIR``.
 
-JSON export (``features.json``), close to Neuronpedia's feature format (same key names where they exist)::
+JSON export (``features.json``), close to Neuronpedia's feature format (same key names where they exist; for
+files in Neuronpedia's exact batch schema, see :func:`interp_steer.interpret.neuronpedia.to_neuronpedia`)::
 
     {
       "format": "interp_steer.features/1",
