@@ -94,3 +94,45 @@ def test_letter_scoring_and_ab_probability_agree_with_each_other(tiny_model):
     vec = SteeringVector("caa", "dense", {"blocks.1.hook_resid_post": {"vector": torch.ones(tiny_model.cfg.d_model)}},
                          model_fingerprint(tiny_model).to_dict())
     assert ab_probability(tiny_model, items, vec, 20.0)["p_matching"] != ab["p_matching"]
+
+
+def test_train_sae_writes_a_loadable_sae_with_its_measured_quality(tiny_cli, tmp_path, capsys):
+    import random
+
+    from interp_steer.saes import load_sae, sae_content_hash
+    from interp_steer.saes.quality import sae_quality
+
+    rng = random.Random(0)
+    words = "tea bread market river school music family money greeting holiday street garden".split()
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(60))}) + "\n"
+                              for _ in range(40)))
+    out = tmp_path / "sae"
+    code = cli.main(["train-sae", "--corpus", str(corpus), "--hook", "blocks.1.hook_resid_pre", "--d-sae", "64",
+                     "--k", "8", "--training-tokens", "16384", "--context-size", "32", "--batch-tokens", "256", "--lr", "3e-3",
+                     "--heldout-fraction", "0.2", "--quality-tokens", "512", "--fp16", "--output-dir", str(out)])
+    assert code == 0
+    assert "SAE written to" in capsys.readouterr().out
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # the partial folder was moved into place
+    meta = json.loads((out / "interp_steer.json").read_text())
+    assert meta["stored_dtype"] == "float16" and meta["corpus"]["documents_heldout"] == 8
+    assert meta["command"].startswith("interp-steer ") or meta["command"] == "interp-steer"
+    sae = load_sae(path=out, model=tiny_cli)
+    assert sae.cfg.d_sae == 64 and sae.cfg.metadata.hook_name == "blocks.1.hook_resid_pre"
+    assert sae_content_hash(sae) == meta["content_hash"]
+    # the stored quality figures are the ones these weights give on the held-out documents
+    from interp_steer.data.corpus import load_corpus
+
+    held = load_corpus(corpus, split="heldout", heldout_fraction=0.2, seed=0, tokenizer=tiny_cli.tokenizer)
+    again = sae_quality(tiny_cli, sae, held, max_tokens=512).to_dict()
+    for key in ("explained_variance", "ce_loss_recovered", "dead_fraction"):
+        assert again[key] == pytest.approx(meta["quality_heldout"][key], abs=1e-6), key
+    # trained, not random: measured 2026-12-03 explained variance 0.664 and CE loss recovered 0.946 for this run,
+    # against -0.692 / 0.501 for a random SAE of the same shape (make_sae); thresholds leave a 0.1-0.16 margin
+    q = meta["quality_heldout"]
+    assert q["explained_variance"] > 0.5 and q["ce_loss_recovered"] > 0.85, q
+    from .conftest import make_sae
+
+    rnd = sae_quality(tiny_cli, make_sae("topk", tiny_cli.cfg.d_model, 64, "blocks.1.hook_resid_pre"), held,
+                      max_tokens=512)
+    assert rnd.explained_variance < 0.5 and rnd.ce_loss_recovered < 0.85  # the thresholds tell them apart
