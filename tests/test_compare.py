@@ -197,3 +197,39 @@ def test_compare_command_end_to_end_on_the_embedded_model(monkeypatch, model, tm
         assert row["train_sweep"][0]["guard_perplexity"] > 0 and "fluent" in row["train_sweep"][0]
     assert res["fluency_guard"]["n_texts"] == 4
     assert (out / "compare.html").stat().st_size > 100_000 and "| morocco | yapo |" in stdout
+
+
+class _Split(list):
+    split = ""
+
+
+@pytest.mark.parametrize("guard", [None, 1000.0])
+def test_the_strength_is_chosen_on_the_training_questions_even_when_the_test_ones_disagree(tiny_model, monkeypatch,
+                                                                                           guard):
+    """Train rows favour λ = 1 and test rows λ = 2: a comparison that looked at the test split would pick 2."""
+    from interp_steer.evaluation import compare as cmp
+
+    real_items, real_sweep = cmp._items, cmp.strength_sweep
+
+    def items(country, split, cfg):
+        out = _Split(real_items(country, split, cfg))
+        out.split = split
+        return out
+
+    def sweep(model, vector, its, strengths, **kw):
+        rows = real_sweep(model, vector, its, strengths, **kw)
+        favoured = {"train": 1.0, "test": 2.0}.get(getattr(its, "split", ""))
+        for r in rows:
+            if favoured is not None and vector is not None:
+                r["overall"]["rca"] = 0.9 if r["strength"] == favoured else 0.1
+        return rows
+
+    monkeypatch.setattr(cmp, "_items", items)
+    monkeypatch.setattr(cmp, "strength_sweep", sweep)
+    sae = make_sae("topk", tiny_model.cfg.d_model, 64, TINY_HOOK)
+    cfg = CompareConfig(countries=["egypt"], methods=["caa", "bipo"], strengths=[1.0, 2.0], steps=1, batch_size=2,
+                        preservation=False, max_train_pairs=4, max_items=4, max_ppl_ratio=guard, guard_texts=2)
+    res = compare_methods(tiny_model, sae, cfg)
+    for method, row in res["countries"]["egypt"]["methods"].items():
+        assert row["strength"] == 1.0, (method, guard)
+        assert row["at_strength"]["overall"]["rca"] == 0.1  # reported on test, where λ = 1 is the worse one
