@@ -314,3 +314,26 @@ def test_final_top_k_truncates_the_selected_vector_to_its_heaviest_latents(tiny_
     assert sparse.config["final_top_k"] == 8 and sparse.metrics["nnz"] == 8
     with pytest.raises(InterpSteerError, match="final_top_k must be a positive integer"):
         train_vector(tiny_model, PAIRS, "yapo", sae=sae, final_top_k=0, **kw)
+
+
+def test_training_counts_its_steered_forwards_and_refuses_an_unsteered_step(tiny_model, monkeypatch):
+    """Proof that steering fired in training: one application per micro-batch forward, recorded per step and in
+    the artefact; a step whose forward never applied the vector is an error, not a silent unsteered update."""
+    from interp_steer.errors import InterpSteerError
+    from interp_steer.methods import preference
+
+    pairs = [PreferenceExample(f"Question {i}?", f"Yes {i}.", f"No {i}.") for i in range(6)]
+    res = preference.train_vector(tiny_model, pairs, "bipo", layer=1, max_steps=3, batch_size=2,
+                                  progress=False, seed=0)
+    assert [r["hook_calls"] for r in res.history] == [1, 1, 1]
+    assert res.vector.metrics["hook_calls"] == {"blocks.1.hook_resid_post": 3}
+
+    real = preference.fast_step_loss
+
+    def skips_the_vector(model, data, idx, intervention, *args):  # a forward that bypasses the intervention
+        return real(model, data, idx, preference.make_intervention("bipo", torch.zeros(model.cfg.d_model), None),
+                    *args)
+
+    monkeypatch.setattr(preference, "fast_step_loss", skips_the_vector)
+    with pytest.raises(InterpSteerError, match="ran without steering"):
+        preference.train_vector(tiny_model, pairs, "bipo", layer=1, max_steps=1, batch_size=2, progress=False)

@@ -294,6 +294,18 @@ def make_intervention(method: str, v: torch.Tensor, sae: Any | None) -> Interven
     return SAEIntervention(sae, v, sparse=False)
 
 
+class _Counted(Intervention):
+    """An intervention that counts its applications: the proof that each training forward was steered."""
+
+    def __init__(self, inner: Intervention):
+        self.inner = inner
+        self.calls = 0
+
+    def __call__(self, h: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.inner(h, strength)
+
+
 def _masked(intervention: Intervention, strength: float, starts: torch.Tensor | None):
     state = StepState(starts=starts)
 
@@ -544,7 +556,7 @@ def train_vector(
     v = torch.zeros(width, device=device, dtype=torch.float32, requires_grad=True)
     support = latent_support(model, sae, train, hook, cfg) if (yapo and cfg.support) else None
     opt = torch.optim.AdamW([v], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    intervention = make_intervention(cfg.method, v, sae)
+    intervention = _Counted(make_intervention(cfg.method, v, sae))
     per_step = cfg.batch_size * cfg.grad_accum
     steps_per_epoch = math.ceil(len(train) / per_step)
     total = steps_per_epoch * cfg.epochs
@@ -594,9 +606,14 @@ def train_vector(
             opt.zero_grad(set_to_none=True)
             losses, all_logits = [], []
             micro = [idx[i : i + cfg.batch_size] for i in range(0, len(idx), cfg.batch_size)]
+            fired = intervention.calls
             for chunk in micro:  # gradient accumulation: the mean over the step's pairs
+                before = intervention.calls
                 loss, logits = step_fn(model, train, chunk, intervention, hook, direction, cfg.strength, cfg.beta,
                                        cfg.positions)
+                if intervention.calls == before:  # every micro-batch forward must have been steered
+                    raise InterpSteerError(f"training step {step + 1} ran without steering: the intervention at "
+                                           f"{hook} was never applied in its forward pass")
                 part = loss * (len(chunk) / len(idx))
                 if cfg.l1_penalty:
                     part = part + cfg.l1_penalty * v.abs().sum() / len(micro)
@@ -614,7 +631,8 @@ def train_vector(
             record = {"step": step, "epoch": epoch, "loss": sum(losses) / len(idx),
                       "pref_acc": float((logits > 0).float().mean()), "direction": direction, "lr": lr,
                       "grad_norm": grad_norm, "v_norm": float(v.detach().norm()),
-                      "nnz": int((v.detach() != 0).sum()), "seconds": time.perf_counter() - t0}
+                      "nnz": int((v.detach() != 0).sum()), "hook_calls": intervention.calls - fired,
+                      "seconds": time.perf_counter() - t0}
             history.append(record)
             if log_fh:
                 log_fh.write(_strict_dumps(record) + "\n")
@@ -810,7 +828,9 @@ def _artifact(model: Any, sae: Any | None, cfg: PreferenceConfig, hook: str, v: 
     tensor = v.detach().float().cpu().clone()
     last = history[-1] if history else {}
     metrics = {"steps": len(history), "final_loss": last.get("loss"), "evals": evals,
-               "nnz": int((tensor != 0).sum())}
+               "nnz": int((tensor != 0).sum()),
+               # applications of the steering intervention over training (per step: one per micro-batch forward)
+               "hook_calls": {hook: sum(int(r.get("hook_calls", 0)) for r in history)}}
     if selected is not None:
         metrics["selected"] = selected
     if cfg.method == "yapo":
