@@ -148,3 +148,22 @@ def test_bad_split_and_foreign_model_are_refused(deep, tiny_model):
     shared = SharedLayers(deep, 2)
     with pytest.raises(InterpSteerError, match="another model"):
         pair_probability(tiny_model, PAIRS, None, 0.0, shared=shared)
+
+
+def test_a_shared_sweep_scores_the_unsteered_items_once_for_every_vector(deep, monkeypatch):
+    from interp_steer.evaluation import mcq
+    from interp_steer.evaluation.compare import strength_sweep
+
+    a, _ = _vector(deep, "dense", "blocks.1.hook_resid_post", "all", seed=7)
+    b, _ = _vector(deep, "dense", "blocks.2.hook_mlp_out", "all", seed=8)
+    ref = {id(v): strength_sweep(deep, v, ITEMS, [1.0, 2.0], shared=False) for v in (a, b)}
+    calls = []
+    real = mcq.score_mcq
+    monkeypatch.setattr(mcq, "score_mcq", lambda *args, **kw: calls.append(args[2]) or real(*args, **kw))
+    shared = SharedLayers.for_vectors(deep, [a, b])
+    for v in (a, b):
+        rows = strength_sweep(deep, v, ITEMS, [1.0, 2.0], shared=shared)
+        for r, q in zip(rows, ref[id(v)], strict=True):
+            assert r["answer_margin"] == pytest.approx(q["answer_margin"], abs=1e-5)
+            assert r["score_shift"] == pytest.approx(q["score_shift"], abs=1e-5)
+    assert calls.count(None) == 1 and len(calls) == 5  # one unsteered pass, two strengths per vector

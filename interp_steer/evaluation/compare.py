@@ -59,7 +59,15 @@ def strength_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MC
     if not strengths:
         raise InterpSteerError("no strengths to evaluate")
     lower = _shared(model, vector, shared)
-    plain = score_mcq(model, items, None, 0.0, method=method, batch_size=batch_size, shared=lower)
+    if lower is None:
+        plain = score_mcq(model, items, None, 0.0, method=method, batch_size=batch_size)
+    else:  # the unsteered scores are the same for every vector sharing these layers: computed once
+        key = ("mcq", method, batch_size, tuple((it.question, tuple(it.options), it.answer, it.country,
+                                                 it.localization_status) for it in items))
+        if key not in lower.unsteered:
+            lower.unsteered[key] = score_mcq(model, items, None, 0.0, method=method, batch_size=batch_size,
+                                             shared=lower)
+        plain = lower.unsteered[key]
     flat_plain = [x for s in plain for x in s.scores]
     margin_plain = _answer_margin(plain)
     rows = []

@@ -91,6 +91,8 @@ class SharedLayers:
         self._memo: dict[str, _Lower] = {}
         self.hits = 0
         self.misses = 0
+        # unsteered results callers share (e.g. a sweep's λ = 0 row, the same for every vector): key -> value
+        self.unsteered: dict[Any, Any] = {}
 
     @classmethod
     def for_vectors(cls, model: Any, vectors: Iterable[SteeringVector | None], **kwargs: Any) -> SharedLayers:
@@ -134,6 +136,7 @@ class SharedLayers:
 
     def clear(self) -> None:
         self._memo.clear()
+        self.unsteered.clear()
 
     def _key(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, cache: Any | None) -> str:
         if cache is None:
