@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from interp_steer.errors import InterpSteerError
-from interp_steer.evaluation.shared_layers import SharedLayers
+from interp_steer.evaluation.shared_layers import SharedLayers, resolve
 from interp_steer.steering.vector import SteeringVector
 
 DEFAULT_STRENGTHS: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -117,8 +117,7 @@ def calibrate_strength(
         raise InterpSteerError("no texts for the strength calibration")
     say = log or (lambda _msg: None)
     vsae = sae if vector.kind == "sae" else None
-    lower = shared if isinstance(shared, SharedLayers) else (
-        SharedLayers.for_vectors(model, [vector]) if shared else None)
+    lower = resolve(model, vector, shared)
     base = perplexity_unsteered or text_perplexity(model, docs, max_tokens=max_tokens, shared=lower).perplexity
     signs = (1.0, -1.0) if bidirectional else (1.0,)
 

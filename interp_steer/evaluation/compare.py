@@ -31,7 +31,7 @@ from typing import Any
 
 from interp_steer.data.schemas import MCQItem
 from interp_steer.errors import InterpSteerError
-from interp_steer.evaluation.shared_layers import SharedLayers, first_changed_block
+from interp_steer.evaluation.shared_layers import SharedLayers, first_changed_block, resolve
 from interp_steer.io import write_text_atomic
 from interp_steer.steering.vector import SteeringVector
 
@@ -58,7 +58,7 @@ def strength_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MC
 
     if not strengths:
         raise InterpSteerError("no strengths to evaluate")
-    lower = _shared(model, vector, shared)
+    lower = resolve(model, vector, shared)
     if lower is None:
         plain = score_mcq(model, items, None, 0.0, method=method, batch_size=batch_size)
     else:  # the unsteered scores are the same for every vector sharing these layers: computed once
@@ -85,13 +85,6 @@ def strength_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MC
     return rows
 
 
-def _shared(model: Any, vector: SteeringVector | None, shared: SharedLayers | bool) -> SharedLayers | None:
-    """The ``SharedLayers`` a sweep uses: the given one, a new one for ``vector`` (``True``) or none."""
-    if isinstance(shared, SharedLayers):
-        return shared
-    return SharedLayers.for_vectors(model, [vector]) if shared else None
-
-
 def _answer_margin(scores: Sequence[Any]) -> float:
     """Mean over items of the answer option's score minus the mean score of the other options."""
     margins = [s.scores[s.answer] - (sum(s.scores) - s.scores[s.answer]) / (len(s.scores) - 1)
@@ -106,7 +99,7 @@ def behaviour_sweep(model: Any, vector: SteeringVector | None, items: Sequence[M
     :func:`strength_sweep`)."""
     from interp_steer.evaluation.behaviour import ab_probability
 
-    lower = _shared(model, vector, shared)
+    lower = resolve(model, vector, shared)
     return [{"strength": float(lam), **ab_probability(model, items, vector, float(lam), sae=sae, shared=lower)}
             for lam in strengths]
 
@@ -167,12 +160,17 @@ def _lineas_texts(model: Any, items: Sequence[MCQItem]) -> tuple[list[str], list
     return src, tgt
 
 
+def _layer(cfg: CompareConfig, sae: Any) -> int:
+    """The layer every method intervenes at: ``cfg.layer``, else the SAE's."""
+    return cfg.layer if cfg.layer is not None else int(sae.cfg.metadata.hook_name.split(".")[1])
+
+
 def build_vector(model: Any, sae: Any, method: str, country: str, cfg: CompareConfig, *,
                  progress: bool = False) -> SteeringVector:
     """A ``method`` vector for ``country`` from the culture set's training split."""
     from interp_steer.data.loaders import culture_preferences
 
-    layer = cfg.layer if cfg.layer is not None else int(sae.cfg.metadata.hook_name.split(".")[1])
+    layer = _layer(cfg, sae)
     pairs = culture_preferences(countries=country, split="train", form="mcq", seed=cfg.seed)[: cfg.max_train_pairs]
     if method == "caa":
         from interp_steer.methods.caa import compute_caa
@@ -223,12 +221,12 @@ def compare_methods(model: Any, sae: Any, config: CompareConfig | None = None, *
     if cfg.max_ppl_ratio is not None:
         guard = _guard_inputs(model, cfg, cfg.max_ppl_ratio, preservation_inputs.texts if preservation_inputs else [])
         result["fluency_guard"] = {"n_texts": len(guard["texts"]), **{k: v for k, v in guard.items() if k != "texts"}}
+    split = first_changed_block(model, [f"blocks.{_layer(cfg, sae)}.hook_resid_post"])
     for country in cfg.countries:
         train_items, test_items = _items(country, "train", cfg), _items(country, "test", cfg)
         # the blocks below the methods' layer run once per country for every method and strength (LinEAS,
         # which also steers below it, runs in full)
-        layer = cfg.layer if cfg.layer is not None else int(sae.cfg.metadata.hook_name.split(".")[1])
-        shared = SharedLayers(model, first_changed_block(model, [f"blocks.{layer}.hook_resid_post"]))
+        shared = SharedLayers(model, split)
         baseline = strength_sweep(model, None, test_items, [0.0], method=cfg.scoring, shared=shared)[0]
         entry: dict[str, Any] = {"n_train_items": len(train_items), "n_test_items": len(test_items),
                                  "baseline": baseline, "methods": {}}

@@ -63,18 +63,21 @@ def pnlg(acc_localized: float, acc_nonlocalized: float) -> float:
 
 
 def _steering(model: Any, vector: SteeringVector | None, strength: float, sae: Any | None,
-              positions: str | None, starts: torch.Tensor | None, shared: SharedLayers | None = None):
+              positions: str | None, starts: torch.Tensor | None, shared: SharedLayers | None = None, *,
+              check: bool = True):
     """The steering context of one scored forward (none when unsteered); with ``shared`` the hooks are keyed
-    as they fire in :meth:`SharedLayers.forward`."""
+    as they fire in :meth:`SharedLayers.forward`. ``check=False``: the caller checked the vector already."""
     if vector is None or strength == 0:
         return nullcontext()
     policy = positions or vector.positions
     starts = starts if policy != "all" else None
     if shared is not None:
-        vector.check_compatible(model, sae)
+        if check:
+            vector.check_compatible(model, sae)
         return steer(model, shared.interventions(vector, sae), strength, positions=policy, starts=starts,
                      require_fired=True)
-    return steer(model, vector, strength, sae=sae, positions=policy, starts=starts, require_fired=True)
+    return steer(model, vector, strength, sae=sae, positions=policy, starts=starts, check=check,
+                 require_fired=True)
 
 
 def _starts_for(policy: str, instruction_end: list[int], response_start: list[int]) -> torch.Tensor:

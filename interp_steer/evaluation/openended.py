@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,8 +25,8 @@ from tqdm.auto import tqdm
 from interp_steer.chat import chat_tokens, pad_right, pad_token_id
 from interp_steer.errors import InterpSteerError
 from interp_steer.evaluation.judges import Judge
+from interp_steer.evaluation.mcq import _steering
 from interp_steer.evaluation.shared_layers import SharedLayers, run, usable
-from interp_steer.steering.interventions import steer
 from interp_steer.steering.vector import SteeringVector
 
 
@@ -45,16 +44,6 @@ class PerplexityResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _steering(model: Any, vector: SteeringVector | None, strength: float, sae: Any | None,
-              shared: SharedLayers | None = None):
-    """Steering at every position (none when unsteered); hooks keyed for ``shared`` when given."""
-    if vector is None or strength == 0:
-        return nullcontext()
-    if shared is not None:
-        return steer(model, shared.interventions(vector, sae), strength, positions="all", require_fired=True)
-    return steer(model, vector, strength, sae=sae, positions="all", check=False, require_fired=True)
 
 
 @torch.no_grad()
@@ -93,7 +82,7 @@ def token_nll(
         idx = order[b : b + batch_size]
         tokens, _ = pad_right([list(sequences[i]) for i in idx], pad)
         tokens = tokens.to(device)
-        with _steering(model, vector, strength, sae, lower):
+        with _steering(model, vector, strength, sae, "all", None, lower, check=False):  # checked above
             logits = run(model, lower, tokens)
         for row, i in enumerate(idx):
             n = len(sequences[i])

@@ -202,6 +202,14 @@ def run(model: Any, shared: SharedLayers | None, tokens: torch.Tensor, **kwargs:
     return shared.forward(tokens, **kwargs)
 
 
+def resolve(model: Any, vector: SteeringVector | None, shared: SharedLayers | bool) -> SharedLayers | None:
+    """What a sweep's ``shared=`` argument means: the given object, a new one for ``vector`` (``True``) or
+    none (``False``)."""
+    if isinstance(shared, SharedLayers):
+        return shared
+    return SharedLayers.for_vectors(model, [vector]) if shared else None
+
+
 def usable(shared: SharedLayers | None, vector: SteeringVector | None) -> SharedLayers | None:
     """``shared`` when ``vector`` can use it, else ``None`` (a full forward)."""
     return shared if shared is not None and shared.usable_for(vector) else None
