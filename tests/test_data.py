@@ -38,6 +38,7 @@ from interp_steer.data import (
     write_table,
 )
 from interp_steer.data.culture import COUNTRY_NAMES, CULTURE_FILE
+from interp_steer.data.loaders import CULTURE_REJECTED_FILE
 from interp_steer.errors import InterpSteerError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -60,6 +61,10 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 def _culture_lines() -> list[dict]:
     return [json.loads(line) for line in CULTURE_FILE.read_text(encoding="utf-8").splitlines()]
+
+
+def _n_stems(country: str) -> int:
+    return sum(r["country"] == country for r in _culture_lines())
 
 
 # ------------------------------------------------------------------------------------------ culture validator
@@ -91,7 +96,8 @@ def test_find_terms(text, hits):
 
 
 def test_validator_reports_every_rule(tmp_path):
-    rows = [r for r in _culture_lines() if r["country"] in ("egypt", "india")]
+    lines_ = _culture_lines()
+    rows = [r for r in lines_ if r["country"] == "egypt"][:42] + [r for r in lines_ if r["country"] == "india"][:18]
     rows[1]["stem_id"] = rows[0]["stem_id"]                                        # duplicate id
     rows[2]["option_countries"][0] = rows[2]["option_countries"][1]                # not distinct
     rows[3]["answer"] = (rows[3]["answer"] + 1) % 4                                # answer of another country
@@ -102,7 +108,7 @@ def test_validator_reports_every_rule(tmp_path):
     rows[7]["option_countries"] = rows[7]["option_countries"][:3]
     rows[7]["answer"] = 0 if rows[7]["answer"] == 3 else rows[7]["answer"]
     del rows[8]["topic"]                                                            # missing field
-    lines = [json.dumps(r) for r in rows[:60]] + ["{not json"]
+    lines = [json.dumps(r) for r in rows] + ["{not json"]
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     problems = "\n".join(validate_culture(path))
@@ -112,6 +118,7 @@ def test_validator_reports_every_rule(tmp_path):
         "nonlocalized_question 'In Morocco, which dish is loved?' contains country cue(s) ['Morocco']",
         "contains country cue(s) ['Spanish']", "3 options, expected 4", "line 9: missing field(s) ['topic']",
         "line 61: invalid JSON", "2 countries", "expected at least 6", "country 'india' has 18 stems",
+        "country 'egypt' has 41 stems, expected at least 100",  # 42 rows, one duplicate id
     ]:
         assert expected in problems, expected
 
@@ -130,7 +137,9 @@ def test_read_culture_rows_reports_line_numbers(tmp_path):
 
 def test_load_culture_forms_and_stem_split():
     items = load_culture()
-    assert len(items) == 2 * 252 and all(isinstance(i, MCQItem) for i in items)
+    per_country = Counter(r["country"] for r in _culture_lines())
+    assert sum(per_country.values()) >= 600 and min(per_country.values()) >= 100  # the testbed issue's size
+    assert len(items) == 2 * sum(per_country.values()) and all(isinstance(i, MCQItem) for i in items)
     by_stem: dict[str, set[str]] = {}
     for item in items:
         by_stem.setdefault(item.metadata["stem_id"], set()).add(item.metadata["split"])
@@ -139,7 +148,9 @@ def test_load_culture_forms_and_stem_split():
     assert all(len(s) == 1 for s in by_stem.values())  # both forms of a stem share the split
     test_stems = Counter(i.country for i in items if i.metadata["split"] == "test" and i.localization_status
                          == "localized")
-    assert test_stems == {c: 8 for c in ("egypt", "morocco", "india", "mexico", "brazil", "uk")}  # round(42*.2)
+    assert test_stems == {c: round(n * 0.3) for c, n in per_country.items()}
+    assert set(test_stems) == {"egypt", "morocco", "india", "mexico", "brazil", "uk"}
+    assert min(test_stems.values()) >= 30  # one test question is at most 1/60 of a country's accuracy
     assert load_culture(seed=0) == items
     assert {i.metadata["stem_id"] for i in load_culture(split="test", seed=1)} != {
         i.metadata["stem_id"] for i in load_culture(split="test", seed=0)}
@@ -149,7 +160,7 @@ def test_load_culture_filters():
     items = load_culture(countries=["egypt", "uk"], localization="nolocalized", split="train")
     assert {i.country for i in items} == {"egypt", "uk"}
     assert {i.localization_status for i in items} == {"nolocalized"}
-    assert len(items) == 2 * 34
+    assert len(items) == sum(_n_stems(c) - round(_n_stems(c) * 0.3) for c in ("egypt", "uk"))
     assert all(not find_terms(i.question) for i in items)
 
 
@@ -167,7 +178,7 @@ def test_load_culture_bad_selection(kwargs, message):
 
 def test_culture_preferences_mcq():
     pairs = culture_preferences(countries="egypt")
-    assert len(pairs) == 84 and all(isinstance(p, PreferenceExample) for p in pairs)
+    assert len(pairs) == 2 * _n_stems("egypt") and all(isinstance(p, PreferenceExample) for p in pairs)
     first = next(p for p in pairs if p.metadata["stem_id"] == "egypt-02")
     assert first.prompt == ("In Egypt, which dish is a classic everyday breakfast, usually eaten with bread?\n"
                             "(A) Beans on toast\n(B) Ful medames\n(C) Chilaquiles\n(D) Idli and sambar\n"
@@ -186,7 +197,7 @@ def test_culture_preferences_mcq():
 
 def test_culture_preferences_open_ended_and_items():
     items = load_culture(countries="mexico", localization="localized")
-    pairs = culture_preferences(items, form="open_ended")
+    pairs = culture_preferences(items, form="open_ended", on_policy=False)
     for item, pair in zip(items, pairs, strict=True):
         assert pair.prompt == item.question
         assert pair.chosen == item.metadata["chosen_open_ended"]
@@ -208,8 +219,37 @@ def test_culture_preferences_with_prep_rejected_output(tmp_path):
     path = _jsonl(tmp_path / "rej.jsonl", rows)
     got = culture_preferences(countries="uk", localization="localized", rejected_path=path)
     assert [p.rejected for p in got] == [f"model says {i}" for i in range(len(pairs))]
-    with pytest.raises(InterpSteerError, match=r"no rejected answer for 42 of 84 pairs.*prep-rejected"):
+    n = _n_stems("uk")
+    with pytest.raises(InterpSteerError, match=rf"no rejected answer for {n} of {2 * n} pairs.*prep-rejected"):
         culture_preferences(countries="uk", rejected_path=path)
+
+
+def test_culture_open_ended_trains_on_shipped_on_policy_rejected(tmp_path):
+    pairs = culture_preferences(form="open_ended")
+    template = culture_preferences(form="open_ended", on_policy=False)
+    assert len(pairs) == 2 * len(_culture_lines()) and {p.metadata["rejected_source"] for p in pairs} == {"shipped"}
+    assert [(p.prompt, p.chosen) for p in pairs] == [(p.prompt, p.chosen) for p in template]
+    assert {p.metadata["rejected_source"] for p in template} == {"template"}
+    assert not any(p.rejected.endswith(" is the usual choice.") for p in pairs)
+    assert all(p.rejected.strip() and p.rejected != p.chosen for p in pairs)
+    assert len({p.rejected for p in pairs}) > 0.95 * len(pairs)  # sampled answers, not one canned reply
+    rows = [json.loads(line) for line in CULTURE_REJECTED_FILE.read_text(encoding="utf-8").splitlines()]
+    settings = {json.dumps({k: v for k, v in r["generation"].items() if k != "batch_seed"}, sort_keys=True)
+                for r in rows}
+    assert len(settings) == 1  # one recorded sampling setting for the whole file
+    gen = rows[0]["generation"]
+    assert gen["model"]["name"].startswith("SmolLM2-135M") and gen["temperature"] > 0 and gen["max_new_tokens"] > 0
+    # MCQ pairs keep the wrong option; a culture file the shipped answers do not cover falls back to the template
+    assert {p.metadata["rejected_source"] for p in culture_preferences(countries="uk")} == {"template"}
+    with pytest.raises(InterpSteerError, match="form='open_ended' only"):
+        culture_preferences(countries="uk", on_policy=True)
+    lines = _culture_lines()
+    lines[0]["localized_question"] = lines[0]["localized_question"].replace("which", "what")
+    custom = _jsonl(tmp_path / "custom.jsonl", lines)
+    fallback = culture_preferences(path=custom, countries=lines[0]["country"], form="open_ended")
+    assert {p.metadata["rejected_source"] for p in fallback} == {"template"}
+    with pytest.raises(InterpSteerError, match="no matching rejected answer"):
+        culture_preferences(path=custom, countries=lines[0]["country"], form="open_ended", on_policy=True)
 
 
 # ------------------------------------------------------------------------------------------ Deep-Culture-Lense
@@ -227,16 +267,17 @@ def test_dcl_round_trip(tmp_path, suffix):
         assert all(p.rejected == "" for p in loaded)
     subset = load_deep_culture_lense(path, countries=["brazil"], localization="localized", split="test",
                                      rejected_model="none")
-    assert len(subset) == 8 and {p.metadata["country"] for p in subset} == {"brazil"}
+    assert len(subset) == round(_n_stems("brazil") * 0.3) and {p.metadata["country"] for p in subset} == {"brazil"}
 
 
 def test_dcl_rows_are_exactly_the_schema(tmp_path):
     path = export_culture_as_dcl(tmp_path / "dcl.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(rows) == 504
+    n_stems = len(_culture_lines())
+    assert len(rows) == 2 * n_stems
     assert list(rows[0]) == ["country", "localization_status", "prompt-mcq", "chosen-mcq", "prompt_open_ended",
                              "chosen_open_ended", "split"]
-    assert Counter(r["localization_status"] for r in rows) == {"localized": 252, "nolocalized": 252}
+    assert Counter(r["localization_status"] for r in rows) == {"localized": n_stems, "nolocalized": n_stems}
 
 
 def _dcl_rows(tmp_path: Path) -> list[dict]:
@@ -255,7 +296,9 @@ def test_dcl_rejected_columns_and_seeded_split(tmp_path):
     assert {p.rejected for p in pairs} == {"(A) wrong"} and pairs[0].metadata["rejected_model"] == "smollm"
     assert load_deep_culture_lense(path, form="open_ended")[0].rejected == "Wrong answer."
     split = Counter((p.metadata["country"], p.metadata["split"]) for p in pairs)
-    assert split == {("egypt", "train"): 68, ("egypt", "test"): 16, ("india", "train"): 68, ("india", "test"): 16}
+    n_test = {c: round(_n_stems(c) * 0.2) for c in ("egypt", "india")}  # the DCL loader's own default fraction
+    assert split == {(c, s): 2 * (n_test[c] if s == "test" else _n_stems(c) - n_test[c])
+                     for c in ("egypt", "india") for s in ("train", "test")}
     by_question: dict[str, set[str]] = {}
     for p in load_deep_culture_lense(path, form="open_ended"):
         by_question.setdefault(p.chosen, set()).add(p.metadata["split"])
@@ -315,7 +358,7 @@ def test_dcl_hub_uses_hub_splits_without_network(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     pairs = load_deep_culture_lense(countries="india", split="test")
     assert calls == [("MBZUAI-Paris/Deep-Culture-Lense", None)]
-    assert len(pairs) == 16 and {p.metadata["split"] for p in pairs} == {"test"}
+    assert len(pairs) == 2 * round(_n_stems("india") * 0.3) and {p.metadata["split"] for p in pairs} == {"test"}
 
 
 # ------------------------------------------------------------------------------------------------ BiPO
@@ -520,15 +563,16 @@ def test_registry_local_keys(shared):
 
 def test_registry_culture_keys_and_sampling():
     localized = load_prompts("culture:egypt")
-    assert len(localized) == 42 and all("Egypt" in p for p in localized)
+    assert len(localized) == _n_stems("egypt") and all("Egypt" in p for p in localized)
     plain = load_prompts("culture-nonlocalized:egypt")
-    assert len(plain) == 42 and not any(find_terms(p) for p in plain)
+    assert len(plain) == _n_stems("egypt") and not any(find_terms(p) for p in plain)
     sample = load_prompts("culture:uk", n_samples=5, seed=3)
     assert sample == load_prompts("culture:uk", n_samples=5, seed=3) and len(set(sample)) == 5
     assert dataset_fingerprint("culture:uk", 5, 3) == dataset_fingerprint("culture:uk", 5, 3)
     assert dataset_fingerprint("culture:uk", 5, 3) != dataset_fingerprint("culture:uk", 5, 4)
-    with pytest.raises(InterpSteerError, match=r"n_samples=100 for culture:uk, which has 42 prompts"):
-        load_prompts("culture:uk", n_samples=100)
+    n = _n_stems("uk")
+    with pytest.raises(InterpSteerError, match=rf"n_samples={n + 1} for culture:uk, which has {n} prompts"):
+        load_prompts("culture:uk", n_samples=n + 1)
 
 
 def test_registry_files_and_unknown_keys(tmp_path):

@@ -33,7 +33,9 @@ CULTURE_FIELDS = (
 )
 
 MIN_COUNTRIES = 6
-MIN_STEMS_PER_COUNTRY = 40
+MIN_STEMS_PER_COUNTRY = 100
+# the train/test split of the culture set: with >= 100 stems per country, >= 30 test stems per country
+CULTURE_TEST_FRACTION = 0.3
 N_OPTIONS = 4
 
 # Names and demonyms of the 15 Deep-Culture-Lense countries (a localized question must use one of its own).

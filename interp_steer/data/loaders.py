@@ -20,6 +20,7 @@ Local tables may be ``.jsonl`` / ``.jsonl.gz`` (one JSON object per line), ``.js
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interp_steer.data.culture import DCL_COUNTRIES, read_culture_rows
+from interp_steer.data.culture import CULTURE_TEST_FRACTION, DCL_COUNTRIES, read_culture_rows
 from interp_steer.data.jsonl import Row, read_jsonl_rows
 from interp_steer.data.schemas import MCQItem, PreferenceExample
 from interp_steer.errors import InterpSteerError
@@ -47,6 +48,8 @@ DCL_COLUMNS = ("country", "localization_status", "prompt-mcq", "chosen-mcq", "pr
 _DCL_FORM_COLUMNS = {"mcq": ("prompt-mcq", "chosen-mcq"), "open_ended": ("prompt_open_ended", "chosen_open_ended")}
 MCQ_INSTRUCTION = "Answer with the letter and the option."
 OPEN_ENDED_DISTRACTOR = "{option} is the usual choice."
+# the embedded model's own answers to the open-ended culture prompts (`interp-steer prep-rejected`; see its rows)
+CULTURE_REJECTED_FILE = Path(__file__).resolve().parent / "files" / "culture_rejected_open_ended.jsonl"
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -277,7 +280,7 @@ def load_culture(
     countries: str | Iterable[str] | None = None,
     localization: str | None = None,
     split: str | None = None,
-    test_fraction: float = 0.2,
+    test_fraction: float = CULTURE_TEST_FRACTION,
     seed: int = 0,
 ) -> list[MCQItem]:
     """Our culture set as MCQ items: one item per stem per localization form (``"localized"`` /
@@ -340,7 +343,7 @@ def _culture_pair(item: MCQItem, form: str, seed: int) -> PreferenceExample:
         "id": f"{item.metadata['id']}/{form}", "country": item.country,
         "localization_status": item.localization_status, "split": item.metadata.get("split"),
         "stem_id": item.metadata["stem_id"], "form": form, "rejected_country": countries[wrong],
-        "source": "culture",
+        "rejected_source": "template", "source": "culture",
     }
     return PreferenceExample(prompt, chosen, rejected, meta)
 
@@ -350,11 +353,12 @@ def culture_preferences(
     *,
     form: str = "mcq",
     rejected_path: str | Path | None = None,
+    on_policy: bool | None = None,
     path: str | Path | None = None,
     countries: str | Iterable[str] | None = None,
     localization: str | None = None,
     split: str | None = None,
-    test_fraction: float = 0.2,
+    test_fraction: float = CULTURE_TEST_FRACTION,
     seed: int = 0,
 ) -> list[PreferenceExample]:
     """YaPO-style preference pairs from culture items (``items``, or :func:`load_culture` with the filters).
@@ -366,8 +370,15 @@ def culture_preferences(
 
     With ``rejected_path`` (the output of ``interp-steer prep-rejected`` run on these pairs) the rejected
     answers are the model's own, matched by ``metadata["id"]`` (``"<stem_id>/<localization>/<form>"``).
+
+    On-policy rejected answers ship for the open-ended form of the shipped set
+    (:data:`CULTURE_REJECTED_FILE`, the embedded model's own answers; its rows record the sampling settings):
+    ``on_policy=None`` (default) uses them when ``form="open_ended"``, no ``rejected_path`` is given and the
+    shipped file holds every pair with the same prompt (always true for the shipped culture set; a custom
+    ``path`` falls back to the template); ``on_policy=True`` requires them, ``False`` keeps the template.
     ``metadata`` holds ``id``, ``country``, ``localization_status``, ``split``, ``stem_id``, ``form``,
-    ``rejected_country`` and ``source``.
+    ``rejected_country``, ``rejected_source`` (``"template"``, ``"prep-rejected"`` or ``"shipped"``) and
+    ``source``.
     """
     _check_choice("form", form, FORMS)
     if items is None:
@@ -381,8 +392,33 @@ def culture_preferences(
                                f"{list(needed)}")
     pairs = [_culture_pair(item, form, seed) for item in items]
     if rejected_path is not None:
-        pairs = _with_generated_rejected(pairs, rejected_path)
+        if on_policy is False:
+            raise InterpSteerError("culture_preferences: rejected_path= is on-policy data; drop on_policy=False")
+        return _with_generated_rejected(pairs, rejected_path)
+    if on_policy is True and form != "open_ended":
+        raise InterpSteerError(f"on-policy rejected answers ship for form='open_ended' only, not {form!r}; "
+                               "generate others with `interp-steer prep-rejected`")
+    if form == "open_ended" and on_policy is not False:
+        if on_policy is True and not CULTURE_REJECTED_FILE.is_file():
+            raise InterpSteerError(f"the shipped on-policy rejected answers are missing ({CULTURE_REJECTED_FILE})")
+        if CULTURE_REJECTED_FILE.is_file():
+            shipped = _shipped_rejected()
+            covered = all(shipped.get(p.metadata["id"], (None,))[0] == p.prompt for p in pairs)
+            if covered:
+                return [PreferenceExample(p.prompt, p.chosen, shipped[p.metadata["id"]][1],
+                                          {**p.metadata, "rejected_source": "shipped"}) for p in pairs]
+            if on_policy is True:
+                raise InterpSteerError(f"{CULTURE_REJECTED_FILE.name} has no matching rejected answer for some of "
+                                       "these pairs (another culture file?); run `interp-steer prep-rejected`")
     return pairs
+
+
+@functools.cache
+def _shipped_rejected() -> dict[str, tuple[str, str]]:
+    """``id -> (prompt, rejected)`` of the shipped on-policy rejected answers."""
+    table = read_table(CULTURE_REJECTED_FILE)
+    table.require(("id", "prompt", "rejected"))
+    return {str(row["id"]): (str(row["prompt"]), str(row["rejected"])) for _, row in table.rows}
 
 
 def _with_generated_rejected(pairs: list[PreferenceExample], rejected_path: str | Path) -> list[PreferenceExample]:

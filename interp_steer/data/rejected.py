@@ -65,7 +65,7 @@ def load_prep_input(source: str | Path, *, form: str = "mcq") -> list[Preference
     if form not in FORMS:
         raise InterpSteerError(f"unknown form {form!r}; valid values: {list(FORMS)}")
     if str(source) == "culture":
-        return culture_preferences(form=form)
+        return culture_preferences(form=form, on_policy=False)
     if not is_local_source(source):
         if "/" in str(source):
             return load_deep_culture_lense(str(source), form=form, rejected_model="none")
