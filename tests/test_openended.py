@@ -302,7 +302,7 @@ def test_real_model_open_ended_with_embedding_judge(model):
     from interp_steer.evaluation.judges import EmbeddingJudge
     from interp_steer.methods.caa import compute_caa
 
-    pairs = culture_preferences(countries="egypt", split="train", form="open_ended")[:16]
+    pairs = culture_preferences(countries="egypt", split="train", form="open_ended", on_policy=False)[:16]
     vec = compute_caa(model, pairs, layers=12, normalize_to="mean_resid")[12]
     items = load_culture(countries="egypt", localization="nolocalized", split="test")[:4]
     prompts = [it.question for it in items]
@@ -315,8 +315,12 @@ def test_real_model_open_ended_with_embedding_judge(model):
     assert all(r.n_scored == 4 and r.perplexity is not None and math.isfinite(r.perplexity) for r in res)
     assert [s["output"] for s in res[0].samples] == generate(model, prompts, max_new_tokens=32)
     # λ = 1 with a mean-residual-norm CAA vector is far past the fluency bound here: measured 2026-12-03, response
-    # perplexity 3.04 → 30.0 (word lists, "golden mochi ..."), judge score 0.260 → 0.099. The judge must not
-    # reward degenerate text: its score falls with the collapse (margin 0.11 below the measured 0.16 drop). This
+    # perplexity 3.04 → 30.0 (word lists, "golden mochi ..."), judge score 0.260 → 0.099; re-measured on the
+    # 612-stem set (2026-12-04): 3.15 → 25.3 ("mochi. lamp. lamp."), judge 0.233 → 0.036. The judge must not
+    # reward degenerate text: its score falls with the collapse (margin 0.15 below the measured 0.20 drop). The
+    # pairs keep the template rejected (on_policy=False): the vector from on-policy pairs collapses into
+    # "jjjjjj" repetition, which the unsteered model finds predictable (response perplexity only ×2.5 at λ = 1,
+    # ×1.8 at λ = 2, judge 0.233 → -0.05 / -0.10), so the perplexity precondition would not identify it. This
     # is a check of the judge; a steering gain at a fluent strength is the efficacy benchmark's claim, not this
     # 4-item test's.
     assert res[1].perplexity > 3 * res[0].perplexity
