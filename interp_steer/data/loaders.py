@@ -394,49 +394,55 @@ def culture_preferences(
     if rejected_path is not None:
         if on_policy is False:
             raise InterpSteerError("culture_preferences: rejected_path= is on-policy data; drop on_policy=False")
-        return _with_generated_rejected(pairs, rejected_path)
+        answers = _rejected_answers(rejected_path)
+        missing, stale = _unmatched(pairs, answers)
+        if missing:
+            raise InterpSteerError(
+                f"{rejected_path} has no rejected answer for {len(missing)} of {len(pairs)} pairs "
+                f"(first: {missing[:3]}); run `interp-steer prep-rejected` on the same selection"
+            )
+        if stale:
+            raise InterpSteerError(f"{rejected_path}: prompts differ from the current pairs for ids {stale[:3]} "
+                                   "(generated from another version or form); rerun prep-rejected")
+        return _with_rejected(pairs, answers, "prep-rejected")
     if on_policy is True and form != "open_ended":
         raise InterpSteerError(f"on-policy rejected answers ship for form='open_ended' only, not {form!r}; "
                                "generate others with `interp-steer prep-rejected`")
     if form == "open_ended" and on_policy is not False:
-        if on_policy is True and not CULTURE_REJECTED_FILE.is_file():
-            raise InterpSteerError(f"the shipped on-policy rejected answers are missing ({CULTURE_REJECTED_FILE})")
-        if CULTURE_REJECTED_FILE.is_file():
-            shipped = _shipped_rejected()
-            covered = all(shipped.get(p.metadata["id"], (None,))[0] == p.prompt for p in pairs)
-            if covered:
-                return [PreferenceExample(p.prompt, p.chosen, shipped[p.metadata["id"]][1],
-                                          {**p.metadata, "rejected_source": "shipped"}) for p in pairs]
-            if on_policy is True:
-                raise InterpSteerError(f"{CULTURE_REJECTED_FILE.name} has no matching rejected answer for some of "
-                                       "these pairs (another culture file?); run `interp-steer prep-rejected`")
+        shipped = _shipped_rejected() if CULTURE_REJECTED_FILE.is_file() else {}
+        missing, stale = _unmatched(pairs, shipped)
+        if not missing and not stale:
+            return _with_rejected(pairs, shipped, "shipped")
+        if on_policy is True:
+            raise InterpSteerError(
+                f"{CULTURE_REJECTED_FILE} has no matching rejected answer for {len(missing) + len(stale)} of "
+                f"{len(pairs)} pairs (another culture file?); run `interp-steer prep-rejected`")
     return pairs
 
 
-@functools.cache
-def _shipped_rejected() -> dict[str, tuple[str, str]]:
-    """``id -> (prompt, rejected)`` of the shipped on-policy rejected answers."""
-    table = read_table(CULTURE_REJECTED_FILE)
+def _rejected_answers(path: str | Path) -> dict[str, tuple[str, str]]:
+    """``id -> (prompt, rejected)`` of a ``prep-rejected`` output file."""
+    table = read_table(path)
     table.require(("id", "prompt", "rejected"))
     return {str(row["id"]): (str(row["prompt"]), str(row["rejected"])) for _, row in table.rows}
 
 
-def _with_generated_rejected(pairs: list[PreferenceExample], rejected_path: str | Path) -> list[PreferenceExample]:
-    table = read_table(rejected_path)
-    table.require(("id", "prompt", "rejected"))
-    generated = {str(row["id"]): row for _, row in table.rows}
-    missing = [p.metadata["id"] for p in pairs if p.metadata["id"] not in generated]
-    if missing:
-        raise InterpSteerError(
-            f"{rejected_path} has no rejected answer for {len(missing)} of {len(pairs)} pairs "
-            f"(first: {missing[:3]}); run `interp-steer prep-rejected` on the same selection"
-        )
-    stale = [p.metadata["id"] for p in pairs if generated[p.metadata["id"]]["prompt"] != p.prompt]
-    if stale:
-        raise InterpSteerError(f"{rejected_path}: prompts differ from the current pairs for ids {stale[:3]} "
-                               "(generated from another version or form); rerun prep-rejected")
-    return [PreferenceExample(p.prompt, p.chosen, str(generated[p.metadata["id"]]["rejected"]),
-                              {**p.metadata, "rejected_source": "prep-rejected"}) for p in pairs]
+@functools.cache
+def _shipped_rejected() -> dict[str, tuple[str, str]]:
+    return _rejected_answers(CULTURE_REJECTED_FILE)
+
+
+def _unmatched(pairs: list[PreferenceExample], answers: dict[str, tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """Ids of ``pairs`` with no answer in ``answers``, and ids whose answer was generated for another prompt."""
+    missing = [p.metadata["id"] for p in pairs if p.metadata["id"] not in answers]
+    stale = [p.metadata["id"] for p in pairs if p.metadata["id"] in answers and answers[p.metadata["id"]][0] != p.prompt]
+    return missing, stale
+
+
+def _with_rejected(pairs: list[PreferenceExample], answers: dict[str, tuple[str, str]],
+                   source: str) -> list[PreferenceExample]:
+    return [PreferenceExample(p.prompt, p.chosen, answers[p.metadata["id"]][1],
+                              {**p.metadata, "rejected_source": source}) for p in pairs]
 
 
 # ------------------------------------------------------------------------------------------ Deep-Culture-Lense
