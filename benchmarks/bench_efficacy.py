@@ -24,6 +24,7 @@ run that saved them used the same data and training settings (e.g. after a chang
     python benchmarks/bench_efficacy.py                                  # 3 BiPO sets, every method
     python benchmarks/bench_efficacy.py --sets bipo:power-seeking --methods yapo yapo:prox_l1=0.5 yapo:top_k=64
     python benchmarks/bench_efficacy.py --report
+    python benchmarks/bench_efficacy.py --sae 16384 --methods yapo yapo-sparse --output-dir benchmarks/results/efficacy_sae16384
 """
 
 from __future__ import annotations
@@ -176,6 +177,9 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
         row["nnz"] = int((tensor != 0).sum())
         row["norm"] = float(tensor.norm())
         if vector.kind == "sae":
+            from interp_steer.saes import sae_reference
+
+            row["sae"] = sae_reference(sae).to_dict()
             row["decoded_norm"] = float((tensor.to(sae.W_dec.dtype) @ sae.W_dec).norm())
         row["selected"] = vector.metrics.get("selected")
         if "truncation" in vector.metrics:
@@ -219,7 +223,7 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
 
 
 # The settings a saved vector depends on: a vector is reused only when all of them match the run that saved it.
-BUILD_SETTINGS = ("train_pairs", "val_pairs", "layer", "preset", "epochs", "eval_every", "seed")
+BUILD_SETTINGS = ("train_pairs", "val_pairs", "layer", "preset", "epochs", "eval_every", "seed", "sae")
 
 
 def _saved(spec: str, method_spec: str, args, model, sae) -> tuple[Any, float] | None:
@@ -366,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-texts", type=int, default=16)
     p.add_argument("--ppl-tokens", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sae", default=None,
+                   help="SAE for sas/yapo: folder, shipped name or shipped width such as 16384 (default: the "
+                        "shipped 4096-latent SAE); use its own --output-dir")
     p.add_argument("--save-vectors", action=argparse.BooleanOptionalAction, default=True,
                    help="save each vector under <output-dir>/vectors (default; --no-save-vectors to skip)")
     p.add_argument("--rerun", action="store_true", help="recompute (set, method) results that already exist")
@@ -385,6 +392,14 @@ def main(argv: list[str] | None = None) -> int:
         base_m = parse_method(m)[0]
         if base_m not in ("prompt", "caa", "sas", "bipo", "yapo"):
             raise SystemExit(f"unknown method {m!r}")
+    if args.sae:
+        from interp_steer.errors import InterpSteerError
+        from interp_steer.saes import sae_metadata
+
+        try:
+            sae_metadata(args.sae)  # a missing folder or unshipped width fails before the model loads
+        except InterpSteerError as exc:
+            raise SystemExit(f"--sae: {exc}") from None
 
     import torch
 
@@ -394,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     model = load_model()
-    sae = load_sae(model=model)
+    sae = load_sae(path=args.sae, model=model) if args.sae else load_sae(model=model)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     for spec in args.sets:
         todo = [m for m in args.methods

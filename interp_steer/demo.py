@@ -47,7 +47,7 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
     from interp_steer.interpret.latents import inspect_latents
     from interp_steer.methods.preference import SPARSE_DEFAULT, train_vector
     from interp_steer.models import load_model
-    from interp_steer.saes import load_sae
+    from interp_steer.saes import load_sae, sae_reference
 
     out = Path(output_dir)
     t0 = time.perf_counter()
@@ -115,7 +115,8 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
             snippets[i] = ["".join(s.tokens).replace("\n", " ") for s in insp.report(i).snippets]
 
     summary = {
-        "country": country, "sparse_options": options, "steps": len(res.history),
+        "country": country, "sae": sae_reference(sae).to_dict(), "sparse_options": options,
+        "steps": len(res.history),
         "selected": vector.metrics.get("selected"), "n_nonzero": int((vector.vector() != 0).sum()),
         "calibration": cal.to_dict(), "strength": strength, "within_bound": cal.found,
         "heldout_ppl_ratio": ppl_ratio, "mcq_before": before, "mcq_after": after,

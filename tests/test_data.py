@@ -230,6 +230,9 @@ def test_culture_open_ended_trains_on_shipped_on_policy_rejected(tmp_path):
     assert len(pairs) == 2 * len(_culture_lines()) and {p.metadata["rejected_source"] for p in pairs} == {"shipped"}
     assert [(p.prompt, p.chosen) for p in pairs] == [(p.prompt, p.chosen) for p in template]
     assert {p.metadata["rejected_source"] for p in template} == {"template"}
+    assert {p.metadata["rejected_country"] for p in pairs} == {None}  # the model's own answer names no country
+    assert all(p.metadata["rejected_country"] and p.metadata["rejected_country"] != p.metadata["country"]
+               for p in template)
     assert not any(p.rejected.endswith(" is the usual choice.") for p in pairs)
     assert all(p.rejected.strip() and p.rejected != p.chosen for p in pairs)
     assert len({p.rejected for p in pairs}) > 0.95 * len(pairs)  # sampled answers, not one canned reply

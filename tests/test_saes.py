@@ -51,6 +51,35 @@ def test_validation_errors(tmp_path, tiny_model):
         load_sae("some-release")
 
 
+def test_load_sae_by_width_picks_the_shipped_sae_of_that_width(tmp_path, tiny_model, monkeypatch):
+    """``load_sae(width=N)`` (and ``--sae N`` / ``path="N"``) resolves the one shipped SAE with N latents at the
+    default SAE's hook; other widths, other hooks and other models' SAEs are not picked."""
+    import interp_steer.saes as saes
+
+    hook = saes.DEFAULT_SAE.split("/", 1)[1]
+    monkeypatch.setattr(saes, "SHIPPED_DIR", tmp_path)
+    built = {}
+    for name, d_sae, sae_hook in [("smollm2-135m-instruct", 48, hook), ("smollm2-135m-instruct-96", 96, hook),
+                                  ("smollm2-135m-instruct-96", 96, "blocks.3.hook_resid_post"),
+                                  ("other-model", 64, hook)]:
+        sae = make_sae("topk", tiny_model.cfg.d_model, d_sae, sae_hook)
+        sae.save_model(tmp_path / name / sae_hook)
+        built[(name, sae_hook)] = sae_reference(sae).content_hash
+    assert saes.shipped_sae_name(96) == f"smollm2-135m-instruct-96/{hook}"
+    assert saes.shipped_sae_name(96, "blocks.3.hook_resid_post") == "smollm2-135m-instruct-96/blocks.3.hook_resid_post"
+    wide = load_sae(width=96)
+    assert wide.cfg.d_sae == 96
+    assert sae_reference(wide).content_hash == built[("smollm2-135m-instruct-96", hook)]
+    assert sae_reference(wide).path == f"shipped:smollm2-135m-instruct-96/{hook}"
+    assert load_sae(path="48").cfg.d_sae == 48  # the CLI's --sae 48
+    with pytest.raises(InterpSteerError, match=r"no shipped SAE with 64 latents.*shipped widths: 48 .*96 "):
+        load_sae(width=64)  # only another model's SAE has 64 latents
+    with pytest.raises(InterpSteerError, match="positive integer"):
+        load_sae(width=0)
+    with pytest.raises(InterpSteerError, match="pass width= alone"):
+        load_sae(path=tmp_path, width=96)
+
+
 def test_tiny_training_run_and_quality(tmp_path, tiny_model):
     sae = train_sae(tiny_model, TEXTS, hook=TINY_HOOK, d_sae=64, k=8, training_tokens=4096, context_size=32,
                     train_batch_size_tokens=256, store_batch_size_prompts=4, n_batches_in_buffer=4,

@@ -202,7 +202,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--compare", nargs="+", default=None, metavar="VECTOR",
                    help="compare two or more vectors (Jaccard of top latents, cosine matrices)")
     p.add_argument("--sae", default=None,
-                   help="SAE folder or shipped name (default: the vector's own SAE, or the shipped one for dense)")
+                   help="SAE folder, shipped name, or a shipped width such as 16384 (default: the vector's own SAE, or the shipped one for dense)")
     p.add_argument("--data", default=None,
                    help="metric data: culture, culture:<country>[,...], bipo:<behaviour>, mwe:<name>, dcl[:file] "
                         "or a prompt/chosen/rejected file (omit: usage/projection only)")

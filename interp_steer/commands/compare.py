@@ -64,7 +64,7 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--methods", nargs="+", choices=list(METHODS), default=None, help="default: all")
     c.add_argument("--strengths", type=float, nargs="+", default=None, help="default: 0.5 1 2 4")
     c.add_argument("--layer", type=int, default=None, help="default: the SAE's layer")
-    c.add_argument("--sae", default=None, help="SAE folder (default: the shipped SAE)")
+    c.add_argument("--sae", default=None, help="SAE folder, shipped name, or a shipped width such as 16384 (default: the shipped 4096-latent SAE)")
     c.add_argument("--steps", type=int, default=40, help="BiPO/YaPO optimisation steps")
     c.add_argument("--lineas-steps", type=int, default=40)
     c.add_argument("--batch-size", type=int, default=4)

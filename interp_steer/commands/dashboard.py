@@ -115,7 +115,7 @@ def add_parser(sub: Any) -> None:
     )
     _add_model_args(p)
     p.add_argument("--vector", required=True, help="a .safetensors steering vector saved by interp-steer")
-    p.add_argument("--sae", default=None, help="SAE folder or shipped SAE name (default: the vector's own SAE "
+    p.add_argument("--sae", default=None, help="SAE folder, shipped name, or a shipped width such as 16384 (default: the vector's own SAE "
                                                "for SAE-latent vectors, else the shipped default)")
     p.add_argument("--texts", default=None,
                    help=".txt (one text per line), JSONL/CSV/Parquet with a text/prompt column, or a registry key "

@@ -20,9 +20,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise InterpSteerError(f"--max-ppl-ratio must be a perplexity ratio above 1, got {args.max_ppl_ratio}")
     if args.strength and any(not (math.isfinite(x) and x > 0) for x in args.strength):
         raise InterpSteerError(f"--strength values must be positive numbers, got {args.strength}")
+    model: Any = None
+    sae: Any = None
+    if args.sae:
+        from interp_steer.saes import sae_metadata
+
+        sae_metadata(args.sae)  # a missing folder or unshipped width fails here, before the model loads
+        from interp_steer.models import load_model
+        from interp_steer.saes import load_sae
+
+        model = load_model()
+        sae = load_sae(path=args.sae, model=model)
     run_demo(args.country, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, sparse=not args.exact,
              max_ratio=args.max_ppl_ratio, strengths=tuple(args.strength) if args.strength else None,
-             output_dir=args.output_dir, seed=args.seed)
+             output_dir=args.output_dir, seed=args.seed, model=model, sae=sae)
     return 0
 
 
@@ -48,6 +59,9 @@ def add_parser(sub: Any) -> None:
                    help="fluency bound: held-out perplexity steered / unsteered (default 1.2)")
     p.add_argument("--strength", type=float, action="append",
                    help="candidate λ values for the calibration (repeatable; default 0.25 … 8)")
+    p.add_argument("--sae", default=None,
+                   help="SAE folder, shipped name or shipped width such as 16384 (default: the shipped "
+                        "4096-latent SAE)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="runs/demo")
     p.set_defaults(func=cmd_demo)

@@ -117,7 +117,7 @@ def add_parser(sub: Any) -> None:
                                    "plotly evaluation.html (accuracy vs λ; localized vs non-localized per country).")
     _add_model_args(p)
     p.add_argument("--vector", required=True, help="a SteeringVector (.safetensors with its JSON sidecar)")
-    p.add_argument("--sae", default=None, help="SAE folder for SAE-latent vectors (default: the vector's own)")
+    p.add_argument("--sae", default=None, help="SAE folder for SAE-latent vectors, shipped name, or a shipped width such as 16384 (default: the vector's own)")
     p.add_argument("--data", default="culture", help="culture (MCQ) | bipo:<behaviour> | mwe:<name> (A/B)")
     p.add_argument("--country", action="append", help="culture country (repeatable; default: all)")
     p.add_argument("--split", choices=["train", "test"], default="test")

@@ -51,5 +51,5 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model-hint", default=None, help="Hugging Face model_type (default: llama for the embedded model)")
     p.add_argument("--approximate", action="store_true",
                    help="SAE-latent vectors (YaPO, SAS): export the decoded direction λ·v·W_dec (not exact)")
-    p.add_argument("--sae", default=None, help="the vector's SAE folder (default: the one it records)")
+    p.add_argument("--sae", default=None, help="the vector's SAE folder, shipped name, or a shipped width such as 16384 (default: the one it records)")
     p.set_defaults(func=cmd_export)

@@ -149,7 +149,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     p.add_argument("--prompts-file", help=".txt (one prompt per line) or JSONL/CSV with a 'prompt' column")
     p.add_argument("--vector", help="a .safetensors steering vector saved by interp-steer")
-    p.add_argument("--sae", help="SAE folder for SAE-latent vectors (default: the one recorded in the vector)")
+    p.add_argument("--sae", help="SAE folder for SAE-latent vectors, shipped name, or a shipped width such as 16384 (default: the one recorded in the vector)")
     p.add_argument("--strength", type=_strength_arg, default=1.0,
                    help="steering strength λ (negative reverses), or 'auto': the largest λ whose held-out "
                         "perplexity stays within --max-ppl-ratio of the unsteered model's")

@@ -111,7 +111,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="lineas")
     p.add_argument("--dim-penalty", type=float, default=0.0, help="lineas: soft-threshold strength")
     p.add_argument("--group-penalty", type=float, default=0.0, help="lineas: per-layer group shrink")
-    p.add_argument("--sae", help="SAE folder for yapo (default: the shipped SAE)")
+    p.add_argument("--sae", help="SAE folder for yapo, shipped name, or a shipped width such as 16384 (default: the shipped 4096-latent SAE)")
     p.add_argument("--layer", type=int, default=None, help="bipo layer (yapo: the SAE's layer)")
     p.add_argument("--preset", choices=["paper", "small"], default=None,
                    help="bipo/yapo hyper-parameters: 'paper' (the official recipe: lr 5e-4, 100 warm-up steps, "

@@ -377,8 +377,8 @@ def culture_preferences(
     shipped file holds every pair with the same prompt (always true for the shipped culture set; a custom
     ``path`` falls back to the template); ``on_policy=True`` requires them, ``False`` keeps the template.
     ``metadata`` holds ``id``, ``country``, ``localization_status``, ``split``, ``stem_id``, ``form``,
-    ``rejected_country``, ``rejected_source`` (``"template"``, ``"prep-rejected"`` or ``"shipped"``) and
-    ``source``.
+    ``rejected_country`` (the country of the template's wrong answer; ``None`` for the model's own answers),
+    ``rejected_source`` (``"template"``, ``"prep-rejected"`` or ``"shipped"``) and ``source``.
     """
     _check_choice("form", form, FORMS)
     if items is None:
@@ -442,7 +442,8 @@ def _unmatched(pairs: list[PreferenceExample], answers: dict[str, tuple[str, str
 def _with_rejected(pairs: list[PreferenceExample], answers: dict[str, tuple[str, str]],
                    source: str) -> list[PreferenceExample]:
     return [PreferenceExample(p.prompt, p.chosen, answers[p.metadata["id"]][1],
-                              {**p.metadata, "rejected_source": source}) for p in pairs]
+                              {**p.metadata, "rejected_source": source, "rejected_country": None})
+            for p in pairs]  # the model's own answer: it is not a country's template answer
 
 
 # ------------------------------------------------------------------------------------------ Deep-Culture-Lense

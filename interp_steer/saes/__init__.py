@@ -72,6 +72,32 @@ def list_shipped_saes() -> list[str]:
     ) if SHIPPED_DIR.is_dir() else []
 
 
+def _shipped_cfg(name: str) -> dict[str, Any]:
+    return json.loads((SHIPPED_DIR / name / "cfg.json").read_text())
+
+
+def shipped_sae_name(width: int, hook: str | None = None) -> str:
+    """The name of the shipped SAE with ``width`` latents at ``hook`` (default: the default SAE's hook), for the
+    embedded default model; an error lists the widths that are shipped."""
+    if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
+        raise InterpSteerError(f"SAE width must be a positive integer, got {width!r}")
+    hook = hook or DEFAULT_SAE.split("/", 1)[1]
+    model_prefix = DEFAULT_SAE.split("/", 1)[0]
+    found: dict[int, list[str]] = {}
+    for name in list_shipped_saes():
+        if not name.split("/", 1)[0].startswith(model_prefix):
+            continue
+        cfg = _shipped_cfg(name)
+        if (cfg.get("metadata") or {}).get("hook_name", name.split("/", 1)[-1]) == hook:
+            found.setdefault(int(cfg["d_sae"]), []).append(name)
+    names = found.get(width, [])
+    if len(names) != 1:
+        have = ", ".join(f"{w} ({', '.join(n)})" for w, n in sorted(found.items())) or "none"
+        what = "no" if not names else "more than one"
+        raise InterpSteerError(f"{what} shipped SAE with {width} latents at {hook}; shipped widths: {have}")
+    return names[0]
+
+
 def validate_sae(sae: Any, model: Any) -> None:
     """Check that ``sae`` reads a hook that exists in ``model`` with the right width."""
     hook = sae.cfg.metadata.hook_name
@@ -106,10 +132,13 @@ def load_sae(
     model: Any | None = None,
     device: str | torch.device | None = None,
     dtype: str = "float32",
+    width: int | None = None,
 ):
     """Load an SAE as a sae-lens ``SAE``.
 
     * ``load_sae()`` – the SAE shipped for the embedded default model (offline).
+    * ``load_sae(width=16384)`` – the shipped SAE of that width at the default SAE's hook
+      (:func:`shipped_sae_name`); a CLI ``--sae 16384`` means the same.
     * ``load_sae(path=folder)`` – a local sae-lens folder (``cfg.json`` + ``sae_weights.safetensors``), or
       the name of a shipped SAE (see :func:`list_shipped_saes`).
     * ``load_sae("gemma-scope-2b-pt-res-canonical", "layer_15/width_65k/canonical")`` – a sae-lens release.
@@ -122,6 +151,11 @@ def load_sae(
     if device is None and model is not None:
         device = model.cfg.device
     device_str = str(device or "cpu")
+    if width is not None:
+        if release is not None or sae_id is not None or path is not None:
+            raise InterpSteerError("load_sae: pass width= alone (it picks a shipped SAE), not with a release, "
+                                   "sae_id or path")
+        path = shipped_sae_name(width)
     if release is not None and sae_id is None and path is None and _looks_like_folder(release):
         release, path = None, release  # load_sae("/a/folder") means the folder, not a hub release
     if release is not None:
@@ -171,6 +205,8 @@ def _resolve_folder(path: str | Path | None) -> Path:
     folder = Path(path).expanduser()
     if folder.is_dir():
         return folder
+    if str(path).isdigit():  # --sae 16384: the shipped SAE of that width
+        return SHIPPED_DIR / shipped_sae_name(int(str(path)))
     shipped = SHIPPED_DIR / str(path)
     if shipped.is_dir():
         return shipped
@@ -198,5 +234,5 @@ def sae_metadata(path: str | Path | None = None) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_SAE", "SAEReference", "list_shipped_saes", "load_sae", "sae_content_hash", "sae_metadata",
-    "sae_reference", "validate_sae",
+    "sae_reference", "shipped_sae_name", "validate_sae",
 ]
