@@ -294,6 +294,15 @@ def test_cli_output_dir_that_is_a_file(capsys, tmp_path, no_model, command):
     assert target.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("command", [
+    ["train", "--method", "yapo", "--data", "culture"], ["demo"], ["compare"],
+])
+def test_cli_sae_width_that_is_not_shipped(capsys, tmp_path, no_model, command):
+    _one_line(capsys, [*command, "--sae", "12345", "--output-dir", str(tmp_path / "o")],
+              "no shipped SAE with 12345 latents")
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_output_file_that_is_a_folder(capsys, tmp_path, no_model):
     _one_line(capsys, ["generate", "--prompt", "hi", "--output", str(tmp_path)], "is a directory")
 

@@ -40,6 +40,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
                         max_ppl_ratio=None if args.no_fluency_guard else args.max_ppl_ratio,
                         guard_texts=args.guard_texts)
     out = Path(args.output_dir)
+    if args.sae:
+        from interp_steer.saes import sae_metadata
+
+        sae_metadata(args.sae)  # a missing folder or unshipped width fails before the model loads
     model = _model(args)
     sae = load_sae(path=args.sae, model=model) if args.sae else load_sae(model=model)
     result = compare_methods(model, sae, cfg, log=lambda m: print(m, flush=True))
