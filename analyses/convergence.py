@@ -8,6 +8,13 @@ YaPO paper's criterion), plus the held-out preference accuracy at +λ and −λ.
 
     python analyses/convergence.py                       # culture (morocco), layer 15, batch 4, lr 5e-2
     python analyses/convergence.py --data bipo:power-seeking --max-steps 300 --lrs 5e-4 5e-3
+    python analyses/convergence.py --data bipo:power-seeking --preset paper --checkpoint-every 20 \
+        --output-dir benchmarks/results/convergence_paper    # the official recipe, resumable across sessions
+
+With ``--preset paper`` the run uses the official hyper-parameters (lr 5e-4, 4 pairs × 8 accumulation = 32 pairs
+per optimiser step, 100 warm-up steps, cosine, 20 epochs) unless ``--lrs`` / ``--batch-size`` /
+``--max-steps`` are given. ``--checkpoint-every N`` writes each run's checkpoint under
+``<output-dir>/runs/<method>_lr<lr>/``; a rerun resumes every unfinished run exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -36,14 +43,53 @@ def moving_average(values: list[float], window: int) -> list[float]:
     return out
 
 
+def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Without a preset: batch 4 and 150 steps (this script's settings before presets existed)."""
+    if not args.preset:
+        args.batch_size = 4 if args.batch_size is None else args.batch_size
+        args.max_steps = 150 if args.max_steps is None else args.max_steps
+    return args
+
+
+def training_settings(args: argparse.Namespace, method: str, lr: float | None, n_train: int,
+                      out: Path) -> dict[str, Any]:
+    """The :func:`train_vector` keyword arguments of one run: the preset's hyper-parameters with the command
+    line's explicit values on top (``args`` as :func:`resolve_defaults` leaves it)."""
+    from interp_steer.methods.preference import preference_config
+
+    kw: dict[str, Any] = {"layer": args.layer, "seed": args.seed, "progress": False}
+    if args.preset:
+        kw["preset"] = args.preset
+    base = preference_config(args.preset)
+    batch = args.batch_size if args.batch_size is not None else base.batch_size
+    steps = args.max_steps
+    kw["batch_size"] = batch
+    if lr is not None:
+        kw["lr"] = lr
+    if steps is not None:
+        per_step = batch * (base.grad_accum if args.preset else 1)
+        kw["max_steps"] = steps
+        kw["epochs"] = max(1, -(-steps * per_step // n_train))
+    if args.checkpoint_every:
+        kw["checkpoint_every"] = args.checkpoint_every
+        kw["output_dir"] = out / "runs" / f"{method}_lr{lr if lr is not None else base.lr:g}"
+    return kw
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="culture", help="culture | bipo:<behaviour> | mwe:<name> | dcl[:file] | file")
     p.add_argument("--country", action="append", default=None, help="culture country (default: morocco)")
     p.add_argument("--layer", type=int, default=15, help="layer of the shipped SAE's hook (blocks.L.hook_resid_post)")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--max-steps", type=int, default=150)
-    p.add_argument("--lrs", type=float, nargs="+", default=[5e-2], help="learning rates (each method)")
+    p.add_argument("--preset", choices=["paper", "small"], default=None,
+                   help="start from this PRESETS entry (paper: the official recipe, 32 pairs per step)")
+    p.add_argument("--batch-size", type=int, default=None, help="pairs per forward (default: 4, or the preset's)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="optimiser steps (default: 150, or all of the preset's epochs)")
+    p.add_argument("--lrs", type=float, nargs="+", default=None,
+                   help="learning rates, each method (default: 5e-2, or the preset's)")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="steps between checkpoints (each run resumes from its own on a rerun)")
     p.add_argument("--methods", nargs="+", default=["yapo", "bipo"], choices=["yapo", "bipo"])
     p.add_argument("--threshold", type=float, default=0.1)
     p.add_argument("--also", type=float, nargs="*", default=[0.6, 0.5, 0.3],
@@ -54,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--include-runs", default=None,
                    help="convergence.json of an earlier run with the same settings: its runs are reused")
     p.add_argument("--output-dir", default="results/convergence")
-    args = p.parse_args(argv)
+    args = resolve_defaults(p.parse_args(argv))
 
     from interp_steer.data.specs import has_splits, load_pairs
     from interp_steer.io import write_text_atomic
@@ -78,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     if args.include_runs:
         earlier = json.loads(Path(args.include_runs).read_text())
-        same = ("data", "country", "layer", "batch_size", "max_steps", "seed", "max_pairs")
+        same = ("data", "country", "layer", "batch_size", "max_steps", "seed", "max_pairs", "preset")
         diff = [k for k in same if earlier["settings"].get(k) != vars(args).get(k)]
         if diff:
             sys.exit(f"convergence: --include-runs was made with other settings: {', '.join(diff)}")
@@ -86,20 +132,22 @@ def main(argv: list[str] | None = None) -> int:
         for r in earlier["runs"]:  # older files lack the per-level figures: recompute them from the losses
             r["steps_to"] = {str(t): steps_to_threshold(r["losses"], t, args.window) for t in levels}
         runs.extend(earlier["runs"])
-    for lr in args.lrs:
+    from interp_steer.methods.preference import preference_config
+
+    lrs = args.lrs or ([preference_config(args.preset).lr] if args.preset else [5e-2])
+    for lr in lrs:
         for method in args.methods:
             if any(r["method"] == method and r["lr"] == lr for r in runs):
                 continue
             t0 = time.perf_counter()
-            res = train_vector(model, train, method, sae=sae if method == "yapo" else None, eval_data=test,
-                               layer=args.layer, batch_size=args.batch_size, max_steps=args.max_steps,
-                               epochs=max(1, -(-args.max_steps * args.batch_size // len(train))), lr=lr,
-                               seed=args.seed, progress=False)
+            kw = training_settings(args, method, lr, len(train), Path(args.output_dir))
+            res = train_vector(model, train, method, sae=sae if method == "yapo" else None, eval_data=test, **kw)
             losses = [r["loss"] for r in res.history]
             reached = steps_to_threshold(losses, args.threshold, args.window)
             ev = res.evals[-1] if res.evals else {}
             levels = sorted({args.threshold, *args.also}, reverse=True)
-            run = {"method": method, "lr": lr, "steps": len(losses), "steps_to_threshold": reached,
+            per_step = kw["batch_size"] * (preference_config(args.preset).grad_accum if args.preset else 1)
+            run = {"method": method, "lr": lr, "steps": len(losses), "pairs_per_step": per_step, "steps_to_threshold": reached,
                    "steps_to": {str(t): steps_to_threshold(losses, t, args.window) for t in levels},
                    "final_loss_ma": moving_average(losses, args.window)[-1], "losses": losses,
                    "heldout": {k: ev.get(k) for k in ("pref_acc_plus", "pref_acc_minus", "loss_plus", "loss_minus")},
@@ -154,7 +202,8 @@ def _plot(runs: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> N
         fig.add_trace(go.Scatter(y=moving_average(r["losses"], args.window), mode="lines",
                                  name=f"{r['method']} lr={r['lr']:g}"))
     fig.add_hline(y=args.threshold, line_dash="dash", annotation_text=f"loss {args.threshold}")
-    fig.update_layout(title=f"YaPO vs BiPO training loss ({args.data}, layer {args.layer}, batch {args.batch_size}; "
+    fig.update_layout(title=f"YaPO vs BiPO training loss ({args.data}, layer {args.layer}, "
+                            f"{runs[0].get('pairs_per_step', args.batch_size) if runs else args.batch_size} pairs per step; "
                             f"moving average over {args.window} steps)", xaxis_title="step", yaxis_title="loss",
                       yaxis_type="log")
     write_figure_atomic(fig, path)

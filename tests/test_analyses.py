@@ -33,3 +33,31 @@ def test_level_ratios_take_the_fastest_run_per_method():
             {"method": "bipo", "steps_to": {"0.5": 30, "0.1": None}},
             {"method": "yapo", "steps_to": {"0.5": 10, "0.1": 90}}]
     assert conv._level_ratios(runs) == {"0.5": pytest.approx(3.0), "0.1": None}
+
+
+def test_convergence_paper_preset_keeps_the_official_schedule(tmp_path):
+    """--preset paper trains with the preset's own lr, 4 × 8 accumulation and epochs (nothing overridden that
+    the user did not pass); without a preset the script keeps batch 4 and 150 steps; checkpoints go to one
+    folder per run so a rerun resumes each."""
+    import argparse
+
+    from interp_steer.methods.preference import PRESETS, preference_config
+
+    conv = _load("convergence")
+
+    def ns(**kw):
+        base = dict(preset=None, batch_size=None, max_steps=None, layer=15, seed=0, checkpoint_every=0)
+        return conv.resolve_defaults(argparse.Namespace(**{**base, **kw}))
+
+    paper = conv.training_settings(ns(preset="paper"), "yapo", None, 1000, tmp_path)
+    assert paper == {"layer": 15, "seed": 0, "progress": False, "preset": "paper", "batch_size": 4}
+    cfg = preference_config("paper", **{k: v for k, v in paper.items() if k not in ("preset", "progress")})
+    assert (cfg.lr, cfg.batch_size * cfg.grad_accum, cfg.warmup_steps, cfg.epochs) == (5e-4, 32, 100, 20)
+    assert PRESETS["paper"]["grad_accum"] == 8
+    capped = conv.training_settings(ns(preset="paper", max_steps=50, checkpoint_every=10), "bipo", 5e-4, 1000,
+                                    tmp_path)
+    assert capped["max_steps"] == 50 and capped["epochs"] == 2  # 50 steps × 32 pairs over 1000 pairs
+    assert capped["checkpoint_every"] == 10 and capped["output_dir"] == tmp_path / "runs" / "bipo_lr0.0005"
+    plain = conv.training_settings(ns(), "yapo", 5e-2, 68, tmp_path)
+    assert plain == {"layer": 15, "seed": 0, "progress": False, "batch_size": 4, "lr": 5e-2, "max_steps": 150,
+                     "epochs": 9}  # 150 steps × 4 pairs over 68 pairs
