@@ -9,6 +9,7 @@ import torch
 
 from interp_steer.errors import InterpSteerError
 from interp_steer.saes import (
+    DEFAULT_SAE,
     SHIPPED_DIR,
     list_shipped_saes,
     load_sae,
@@ -106,22 +107,51 @@ def test_sae_splice_with_error_term_is_exact(tiny_model):
     torch.testing.assert_close(spliced, clean, atol=1e-4, rtol=1e-4)
 
 
+# Every shipped SAE with the targets of the issue that shipped it, on the held-out 5 % of the corpus: (explained
+# variance, CE-loss recovered, dead fraction) in its metadata; the same quality recomputed from the weights on
+# 1,024 held-out tokens (EV, CE) with the margin stated; the largest folder size.
+SHIPPED = {
+    # 4k (issue 2): targets 0.7 / 85 % / 10 %; metadata 0.867 / 97.8 % / 0.5 %; recomputed ≥ 0.75 / 0.90
+    "smollm2-135m-instruct/blocks.15.hook_resid_post": {
+        "width": 4096, "targets": (0.7, 0.85, 0.10), "recomputed": (0.75, 0.90), "max_mb": 15},
+    # 16k (issue 19): targets 0.85 / 95 % / 5 %; metadata 0.866 / 97.6 % / 50.1 %: the dead-latent target is
+    # MISSED (test_16k_sae_dead_latent_target below), so the check here is only that it gets no worse (≤ 55 %);
+    # recomputed on the 1,024 tokens 0.767 / 0.959 (the 4k: 0.775 / 0.965), thresholds measured − 0.03
+    "smollm2-135m-instruct-16k/blocks.15.hook_resid_post": {
+        "width": 16384, "targets": (0.85, 0.95, 0.55), "recomputed": (0.73, 0.92), "max_mb": 40},
+}
+
+
+@pytest.mark.xfail(strict=True, reason="issue 19's target (dead latents ≤ 5 % on held-out text) is missed by the "
+                   "shipped 16k SAE: 50.1 % of its latents never fire on the 58,892 held-out tokens")
+def test_16k_sae_dead_latent_target():
+    meta = sae_metadata("smollm2-135m-instruct-16k/blocks.15.hook_resid_post")
+    assert meta["quality_heldout"]["dead_fraction"] <= 0.05
+
+
+def test_every_shipped_sae_has_quality_targets():
+    assert set(list_shipped_saes()) == set(SHIPPED)
+    assert DEFAULT_SAE == "smollm2-135m-instruct/blocks.15.hook_resid_post"  # the 4k SAE stays the default
+
+
 @pytest.mark.slow
-def test_shipped_default_sae(model):
-    assert "smollm2-135m-instruct/blocks.15.hook_resid_post" in list_shipped_saes()
-    sae = load_sae(model=model)  # no arguments: the shipped SAE, offline
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_sae(model, name):
+    spec = SHIPPED[name]
+    sae = load_sae(model=model) if name == DEFAULT_SAE else load_sae(width=spec["width"], model=model)
+    assert sae_reference(sae).path == f"shipped:{name}" and sae.cfg.d_sae == spec["width"]
     assert sae.cfg.d_in == model.cfg.d_model
-    meta = sae_metadata()
+    meta = sae_metadata(name)
     assert meta["command"].startswith("interp-steer train-sae")
     assert meta["corpus"]["sha256"] and meta["corpus"]["path"] == "mixed-text.jsonl.gz"
     trained = meta.get("tokens_trained") or meta["training_config"]["training_tokens"]
     assert trained >= 3_000_000
     q = meta["quality_heldout"]
-    assert q["explained_variance"] >= 0.7 and q["ce_loss_recovered"] >= 0.85 and q["dead_fraction"] <= 0.10, q
+    ev, ce, dead = spec["targets"]
+    assert q["explained_variance"] >= ev and q["ce_loss_recovered"] >= ce and q["dead_fraction"] <= dead, q
     # the figures belong to these weights: their content hash, and the quality recomputed from them now on
-    # held-out corpus documents (4 rows of 256 tokens; the shipped figures are 0.867 / 0.978 on 59k tokens)
+    # held-out corpus documents (4 rows of 256 tokens)
     from interp_steer.saes import sae_content_hash
-    from interp_steer.saes.quality import sae_quality
 
     assert sae_content_hash(sae) == meta["content_hash"]
     corpus = SHARED_DATA / "corpus" / "mixed-text.jsonl.gz"
@@ -130,24 +160,28 @@ def test_shipped_default_sae(model):
 
         held = load_corpus(corpus, split="heldout", tokenizer=model.tokenizer)[:40]
         now = sae_quality(model, sae, held, max_tokens=1024, progress=False)
-        assert now.explained_variance >= 0.75 and now.ce_loss_recovered >= 0.90, now
+        print(f"{name}: recomputed on 1024 held-out tokens: EV {now.explained_variance:.4f}, "
+              f"CE recovered {now.ce_loss_recovered:.4f}, L0 {now.mean_l0:.1f}")
+        ev_now, ce_now = spec["recomputed"]
+        assert now.explained_variance >= ev_now and now.ce_loss_recovered >= ce_now, now
         assert 0 < now.mean_l0 <= 32.0  # TopK, k = 32
     tokens = torch.tensor([list(range(100, 160))])
     clean = model(tokens)
     sae.use_error_term = True
     torch.testing.assert_close(model.run_with_saes(tokens, saes=[sae]), clean, atol=1e-4, rtol=1e-4)
-    shipped = [f for f in (SHIPPED_DIR / "smollm2-135m-instruct" / "blocks.15.hook_resid_post").iterdir() if f.is_file()]
+    shipped = [f for f in (SHIPPED_DIR / name).iterdir() if f.is_file()]
     assert {f.name for f in shipped} == {"cfg.json", "sae_weights.safetensors", "interp_steer.json"}
-    assert sum(f.stat().st_size for f in shipped) < 15 * 2**20
+    assert sum(f.stat().st_size for f in shipped) < spec["max_mb"] * 2**20
 
 
-def test_shipped_sae_weights_are_the_ones_its_quality_was_measured_on():
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_sae_weights_are_the_ones_its_quality_was_measured_on(name):
     """Fast: the shipped weights hash to the ``content_hash`` written next to their held-out quality figures
     (``train-sae`` records it after measuring); random or edited weights fail. The slow test recomputes the
     quality itself."""
     from interp_steer.saes import sae_content_hash
 
-    sae = load_sae()
-    meta = sae_metadata()
+    sae = load_sae(path=name)
+    meta = sae_metadata(name)
     assert meta["content_hash"] == sae_content_hash(sae)
-    assert sae.W_dec.shape == (meta["training_config"]["d_sae"], 576)
+    assert sae.W_dec.shape == (meta["training_config"]["d_sae"], 576) == (SHIPPED[name]["width"], 576)
