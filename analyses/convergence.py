@@ -8,7 +8,7 @@ YaPO paper's criterion), plus the held-out preference accuracy at +λ and −λ.
 
     python analyses/convergence.py                       # culture (morocco), layer 15, batch 4, lr 5e-2
     python analyses/convergence.py --data bipo:power-seeking --max-steps 300 --lrs 5e-4 5e-3
-    python analyses/convergence.py --data bipo:power-seeking --preset paper --checkpoint-every 20 \
+    python analyses/convergence.py --data bipo:jailbreak --max-pairs 1000 --preset paper --checkpoint-every 20 \
         --output-dir benchmarks/results/convergence_paper    # the official recipe, resumable across sessions
 
 With ``--preset paper`` the run uses the official hyper-parameters (lr 5e-4, 4 pairs × 8 accumulation = 32 pairs
