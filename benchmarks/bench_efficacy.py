@@ -394,10 +394,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"unknown method {m!r}")
     if args.sae:
         from interp_steer.errors import InterpSteerError
-        from interp_steer.saes import sae_metadata
+        from interp_steer.saes import _resolve_folder
 
         try:
-            sae_metadata(args.sae)  # a missing folder or unshipped width fails before the model loads
+            _resolve_folder(args.sae)  # a missing folder or unshipped width fails before the model loads
         except InterpSteerError as exc:
             raise SystemExit(f"--sae: {exc}") from None
 

@@ -23,9 +23,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model: Any = None
     sae: Any = None
     if args.sae:
-        from interp_steer.saes import sae_metadata
+        from interp_steer.saes import _resolve_folder
 
-        sae_metadata(args.sae)  # a missing folder or unshipped width fails here, before the model loads
+        _resolve_folder(args.sae)  # a missing folder or unshipped width fails here, before the model loads
         from interp_steer.models import load_model
         from interp_steer.saes import load_sae
 
