@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="small", help="BiPO/YaPO preset (paper | small)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=32, help="steps between held-out evaluations (selection)")
-    p.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1, 2, 4, 8])
+    p.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1, 2, 4, 8, 16, 32])
     p.add_argument("--refine", type=int, default=2,
                    help="bisection steps between the last fluent and the first failing strength of the grid")
     p.add_argument("--max-ratio", type=float, default=1.2)

@@ -159,7 +159,8 @@ def _print_summary(s: dict[str, Any]) -> None:
     sel = s["selectivity"]
     print(f"\ncountry selectivity: {_pct(sel['selective_share'])} of the decoded effect sits on latents with "
           f"AUROC ≥ {sel['threshold']} for {s['country']} culture texts ({sel['n_selective']} of "
-          f"{sel['n_scored']} latents). Top latents:")
+          f"{sel['n_scored']} latents). The SAE as a whole has {sel['n_basis_selective']} of {sel['n_basis']} latents "
+          f"with AUROC ≥ {sel['threshold']} for {s['country']} (highest {sel['max_basis_auroc']:.2f}). Top latents:")
     for lat in sel["latents"]:
         print(f"  #{lat['index']:<6} v={lat['value']:+.3f}  share≤{_pct(lat['cumulative_share']):>6}  "
               f"AUROC {lat['auroc']:.2f}")

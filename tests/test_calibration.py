@@ -95,3 +95,22 @@ def test_no_fluent_strength_is_reported_not_hidden(tiny_model):
                 {"strengths": [float("inf")]}):
         with pytest.raises(InterpSteerError):
             calibrate_strength(tiny_model, huge, texts=TEXTS, **bad)
+
+
+def test_a_fluent_grid_top_is_flagged_as_grid_limited(tiny_model):
+    """When the largest strength of the grid is still fluent and chosen, the calibration says the grid capped
+    it; when a larger strength breaks the bound, or the metric prefers a smaller one, it does not."""
+    vec = _dense(tiny_model, 2.0)
+    full = calibrate_strength(tiny_model, vec, texts=TEXTS, strengths=[0.25, 0.5, 1, 2, 4, 8, 16, 32], max_ratio=1.2,
+                              max_tokens=32, refine=0)
+    assert full.found and not full.grid_limited  # the walk reached a failing strength
+    top = full.strength
+    capped = calibrate_strength(tiny_model, vec, texts=TEXTS, strengths=[top / 4, top / 2, top], max_ratio=1.2,
+                                max_tokens=32, refine=0)
+    assert capped.strength == top and capped.grid_limited
+    assert all(r["fluent"] for r in capped.rows)
+    assert "grid's largest strength" in capped.describe() and "grid's largest" not in full.describe()
+    smaller = calibrate_strength(tiny_model, vec, lambda lam: -lam, texts=TEXTS, strengths=[top / 2, top],
+                                 max_ratio=1.2, max_tokens=32, refine=0)
+    assert smaller.strength == top / 2 and not smaller.grid_limited
+    assert capped.to_dict()["grid_limited"] is True

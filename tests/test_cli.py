@@ -89,4 +89,6 @@ def test_demo_runs_end_to_end_on_a_tiny_model(tiny_model, tmp_path):
     assert len(s["generations"]) == 2 and all(g["steered"] is not None for g in s["generations"])
     sel = s["selectivity"]
     assert 0.0 <= sel["selective_share"] <= 1.0 and sel["n_scored"] == s["n_nonzero"]
+    assert sel["n_basis"] == 64 and sel["n_selective"] <= sel["n_basis_selective"]
+    assert all(lat["auroc"] <= sel["max_basis_auroc"] for lat in sel["latents"])
     assert all(0.0 <= lat["auroc"] <= 1.0 for lat in sel["latents"])

@@ -236,3 +236,39 @@ def test_latent_auroc_ranks_by_max_activation(tiny_model, sae):
     assert a == pytest.approx([1.0 - x for x in b])  # swapping the sides mirrors the AUROC
     with pytest.raises(InterpSteerError, match="positive and negative"):
         latent_auroc(tiny_model, sae, latents, texts_a, [])
+
+
+def test_country_selectivity_share_counts_and_basis(tiny_model, sae):
+    """The selective share is the decoded weight of the vector's latents at or above the threshold, computed
+    here independently from an AUROC of every latent; the basis figures count the whole SAE."""
+    from interp_steer.interpret.features import country_selectivity, culture_texts, latent_auroc
+
+    texts = culture_texts()
+    positive = texts["egypt"]
+    negative = [t for c, ts in texts.items() if c != "egypt" for t in ts]
+    d_sae = int(sae.cfg.d_sae)
+    every = latent_auroc(tiny_model, sae, list(range(d_sae)), positive, negative)
+    best = max(range(d_sae), key=every.__getitem__)
+    worst = min(range(d_sae), key=every.__getitem__)
+    assert every[best] > every[worst]
+    v = torch.zeros(d_sae)
+    v[best], v[worst] = 2.0, -1.0
+    vector = SteeringVector("test", "sae", {TINY_HOOK: {"latent": v}}, model_fingerprint(tiny_model).to_dict(),
+                            sae=sae_reference(sae).to_dict())
+    sel = country_selectivity(tiny_model, sae, vector, "egypt", k=2, threshold=every[best])
+    norms = sae.W_dec.float().norm(dim=-1)
+    w_best, w_worst = 2.0 * float(norms[best]), float(norms[worst])
+    assert sel["selective_share"] == pytest.approx(w_best / (w_best + w_worst), rel=1e-5)
+    assert sel["n_scored"] == 2 and sel["n_selective"] == 1
+    by_weight = [best, worst] if w_best >= w_worst else [worst, best]
+    assert [lat["index"] for lat in sel["latents"]] == by_weight
+    assert {lat["index"]: lat["auroc"] for lat in sel["latents"]} == pytest.approx({best: every[best],
+                                                                                   worst: every[worst]})
+    assert sel["n_basis"] == d_sae
+    assert sel["n_basis_selective"] == sum(a >= every[best] for a in every) >= 1
+    assert sel["max_basis_auroc"] == pytest.approx(every[best])
+    tops = [b["auroc"] for b in sel["basis_top"]]
+    assert len(tops) == 2 and tops == sorted(tops, reverse=True) and tops[0] == pytest.approx(every[best])
+    # a threshold above every latent: nothing selective, in the vector or in the basis
+    none = country_selectivity(tiny_model, sae, vector, "egypt", k=2, threshold=1.01)
+    assert none["selective_share"] == 0.0 and none["n_selective"] == 0 and none["n_basis_selective"] == 0

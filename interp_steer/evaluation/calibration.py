@@ -24,7 +24,10 @@ from interp_steer.errors import InterpSteerError
 from interp_steer.evaluation.shared_layers import SharedLayers, resolve
 from interp_steer.steering.vector import SteeringVector
 
-DEFAULT_STRENGTHS: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+# up to 32: sparse SAE vectors often stay fluent at λ = 8, and a grid whose top is still fluent caps the effect
+# (``Calibration.grid_limited``); the walk stops at the first failing strength, so the extra points cost nothing
+# for vectors that break fluency earlier
+DEFAULT_STRENGTHS: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 DEFAULT_MAX_RATIO = 1.2
 
 
@@ -40,6 +43,9 @@ class Calibration:
     perplexity_unsteered: float
     n_texts: int
     rows: list[dict[str, Any]] = field(default_factory=list)
+    # the strength chosen is the grid's largest: nothing above it was tried, so a larger λ may be stronger and
+    # still fluent (extend ``strengths``)
+    grid_limited: bool = False
 
     @property
     def found(self) -> bool:
@@ -52,7 +58,9 @@ class Calibration:
             return (f"no strength keeps held-out perplexity within ×{self.max_ratio:g} of the unsteered model "
                     f"(tried {', '.join(f'{s:g}' for s in tried)})")
         eff = "" if self.effect is None else f", effect {self.effect:+.3f}"
-        return f"λ = {self.strength:g} (perplexity ×{self.ppl_ratio:.3f} ≤ ×{self.max_ratio:g}{eff})"
+        top = (" — the grid's largest strength: a larger one may be stronger and still fluent"
+               if self.grid_limited else "")
+        return f"λ = {self.strength:g} (perplexity ×{self.ppl_ratio:.3f} ≤ ×{self.max_ratio:g}{eff}){top}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,7 +179,7 @@ def calibrate_strength(
     else:  # the largest effect; the smaller λ on ties
         best = max(fluent, key=lambda r: (r["effect"], -r["strength"]))
     return Calibration(best["strength"], best["ppl_ratio"], best["effect"], max_ratio, bidirectional, base,
-                       len(docs), rows)
+                       len(docs), rows, grid_limited=best["strength"] == grid[-1])
 
 
 def _ratio(model: Any, docs: Sequence[str], vector: SteeringVector, strength: float, sae: Any | None,

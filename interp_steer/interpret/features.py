@@ -141,18 +141,29 @@ def country_selectivity(model: Any, sae: Any, vector: SteeringVector, country: s
                         threshold: float = 0.7, max_length: int = 96) -> dict[str, Any]:
     """For the vector's top-``k`` latents: each one's AUROC for ``country``'s culture texts against the other
     countries', and the share of the vector's decoded effect (``|v_i|·‖W_dec[i]‖``, all latents) carried by
-    latents with AUROC ≥ ``threshold`` (every non-zero latent is scored for the share, not only the top k)."""
+    latents with AUROC ≥ ``threshold`` (every non-zero latent is scored for the share, not only the top k).
+
+    Every latent of the SAE is scored, so the result also says what the basis offers: ``n_basis_selective``
+    (latents of the whole SAE with AUROC ≥ ``threshold``), ``max_basis_auroc`` and ``basis_top`` (the ``k``
+    most selective latents of the basis, whether or not the vector uses them). A basis without
+    country-selective latents bounds what any vector in it can show."""
     texts = culture_texts(country)
     positive = texts[country]
     negative = [t for c, ts in texts.items() if c != country for t in ts]
     ranked = top_latents(vector, sae, None, k=int(sae.cfg.d_sae))
-    all_latents = [entry["index"] for entry in ranked["latents"]]
+    d_sae = int(sae.cfg.d_sae)
+    every = latent_auroc(model, sae, list(range(d_sae)), positive, negative, max_length=max_length)
     contributions = [entry["contribution"] for entry in ranked["latents"]]
-    auroc = latent_auroc(model, sae, all_latents, positive, negative, max_length=max_length)
+    auroc = [every[entry["index"]] for entry in ranked["latents"]]
     total = sum(contributions)
     selective = sum(c for c, a in zip(contributions, auroc, strict=True) if a >= threshold)
     top = [{**entry, "auroc": a} for entry, a in zip(ranked["latents"][:k], auroc[:k], strict=True)]
-    return {"country": country, "threshold": threshold, "n_scored": len(all_latents),
+    basis = torch.tensor(every)
+    order = basis.argsort(descending=True)[:k]
+    return {"country": country, "threshold": threshold, "n_scored": len(auroc),
             "selective_share": selective / total if total > 0 else 0.0,
             "n_selective": sum(a >= threshold for a in auroc), "latents": top,
+            "n_basis_selective": int((basis >= threshold).sum()), "n_basis": d_sae,
+            "max_basis_auroc": float(basis.max()),
+            "basis_top": [{"index": int(i), "auroc": float(basis[i])} for i in order],
             "n_positive_texts": len(positive), "n_negative_texts": len(negative)}
