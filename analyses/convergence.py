@@ -52,15 +52,16 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def training_settings(args: argparse.Namespace, method: str, lr: float | None, n_train: int,
-                      out: Path) -> dict[str, Any]:
+                      out: Path, base: Any | None = None) -> dict[str, Any]:
     """The :func:`train_vector` keyword arguments of one run: the preset's hyper-parameters with the command
-    line's explicit values on top (``args`` as :func:`resolve_defaults` leaves it)."""
+    line's explicit values on top (``args`` as :func:`resolve_defaults` leaves it). ``base``: the preset's
+    ``PreferenceConfig`` when the caller has built it already."""
     from interp_steer.methods.preference import preference_config
 
     kw: dict[str, Any] = {"layer": args.layer, "seed": args.seed, "progress": False}
     if args.preset:
         kw["preset"] = args.preset
-    base = preference_config(args.preset)
+    base = base if base is not None else preference_config(args.preset)
     batch = args.batch_size if args.batch_size is not None else base.batch_size
     steps = args.max_steps
     kw["batch_size"] = batch
@@ -134,19 +135,20 @@ def main(argv: list[str] | None = None) -> int:
         runs.extend(earlier["runs"])
     from interp_steer.methods.preference import preference_config
 
-    lrs = args.lrs or ([preference_config(args.preset).lr] if args.preset else [5e-2])
+    base = preference_config(args.preset)
+    lrs = args.lrs or ([base.lr] if args.preset else [5e-2])
     for lr in lrs:
         for method in args.methods:
             if any(r["method"] == method and r["lr"] == lr for r in runs):
                 continue
             t0 = time.perf_counter()
-            kw = training_settings(args, method, lr, len(train), Path(args.output_dir))
+            kw = training_settings(args, method, lr, len(train), Path(args.output_dir), base)
             res = train_vector(model, train, method, sae=sae if method == "yapo" else None, eval_data=test, **kw)
             losses = [r["loss"] for r in res.history]
             reached = steps_to_threshold(losses, args.threshold, args.window)
             ev = res.evals[-1] if res.evals else {}
             levels = sorted({args.threshold, *args.also}, reverse=True)
-            per_step = kw["batch_size"] * (preference_config(args.preset).grad_accum if args.preset else 1)
+            per_step = kw["batch_size"] * (base.grad_accum if args.preset else 1)
             run = {"method": method, "lr": lr, "steps": len(losses), "pairs_per_step": per_step, "steps_to_threshold": reached,
                    "steps_to": {str(t): steps_to_threshold(losses, t, args.window) for t in levels},
                    "final_loss_ma": moving_average(losses, args.window)[-1], "losses": losses,

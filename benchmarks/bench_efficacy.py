@@ -394,10 +394,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"unknown method {m!r}")
     if args.sae:
         from interp_steer.errors import InterpSteerError
-        from interp_steer.saes import _resolve_folder
+        from interp_steer.saes import resolve_sae_folder
 
         try:
-            _resolve_folder(args.sae)  # a missing folder or unshipped width fails before the model loads
+            resolve_sae_folder(args.sae)  # a missing folder or unshipped width fails before the model loads
         except InterpSteerError as exc:
             raise SystemExit(f"--sae: {exc}") from None
 

@@ -41,9 +41,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
                         guard_texts=args.guard_texts)
     out = Path(args.output_dir)
     if args.sae:
-        from interp_steer.saes import _resolve_folder
+        from interp_steer.saes import resolve_sae_folder
 
-        _resolve_folder(args.sae)  # a missing folder or unshipped width fails before the model loads
+        resolve_sae_folder(args.sae)  # a missing folder or unshipped width fails before the model loads
     model = _model(args)
     sae = load_sae(path=args.sae, model=model) if args.sae else load_sae(model=model)
     result = compare_methods(model, sae, cfg, log=lambda m: print(m, flush=True))

@@ -23,9 +23,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model: Any = None
     sae: Any = None
     if args.sae:
-        from interp_steer.saes import _resolve_folder
+        from interp_steer.saes import resolve_sae_folder
 
-        _resolve_folder(args.sae)  # a missing folder or unshipped width fails here, before the model loads
+        resolve_sae_folder(args.sae)  # a missing folder or unshipped width fails here, before the model loads
         from interp_steer.models import load_model
         from interp_steer.saes import load_sae
 

@@ -40,9 +40,9 @@ def _read_vector(args: argparse.Namespace) -> Any:
         return None
     vector = SteeringVector.load(args.vector)  # finds "<name>.safetensors" too; names a missing file or folder
     if vector.kind == "sae" and getattr(args, "sae", None):
-        from interp_steer.saes import _resolve_folder
+        from interp_steer.saes import resolve_sae_folder
 
-        _resolve_folder(args.sae)
+        resolve_sae_folder(args.sae)
     return vector
 
 

@@ -54,9 +54,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_config(preference_config(args.preset, method=args.method, **options))  # before any model load
     cli._check_layer(args.layer, args)
     if args.sae:
-        from interp_steer.saes import _resolve_folder
+        from interp_steer.saes import resolve_sae_folder
 
-        _resolve_folder(args.sae)
+        resolve_sae_folder(args.sae)
     train, _test = _train_eval_pairs(args)  # the vector is selected on a held-out share of train, never on test
     out = Path(args.output_dir)
     model = cli._model(args)

@@ -170,7 +170,7 @@ def load_sae(
             raise InterpSteerError(f"could not load SAE {release}/{sae_id}: {exc}") from exc
         ref_kwargs: dict[str, Any] = {"release": release, "sae_id": sae_id}
     else:
-        folder = _resolve_folder(path)
+        folder = resolve_sae_folder(path)
         if not (folder / "cfg.json").is_file() or not (folder / "sae_weights.safetensors").is_file():
             raise InterpSteerError(
                 f"{folder} is not a sae-lens SAE folder: expected cfg.json and sae_weights.safetensors"
@@ -196,7 +196,11 @@ def _looks_like_folder(name: str | Path) -> bool:
             or (SHIPPED_DIR / text).is_dir())
 
 
-def _resolve_folder(path: str | Path | None) -> Path:
+def resolve_sae_folder(path: str | Path | None) -> Path:
+    """The folder :func:`load_sae` would read for ``path`` (``None``: the shipped default; a width such as
+    ``"16384"``: the shipped SAE of that width; a shipped name; or a local sae-lens folder), without reading it:
+    the commands call it to refuse a bad ``--sae`` before the model loads. Raises :class:`InterpSteerError`
+    naming the problem."""
     if path is None:
         folder = SHIPPED_DIR / DEFAULT_SAE
         if not folder.is_dir():
@@ -227,12 +231,12 @@ def _display_path(folder: Path) -> str:
 
 def sae_metadata(path: str | Path | None = None) -> dict[str, Any]:
     """The ``interp_steer.json`` metadata (training command, corpus hash, quality) of a local SAE folder."""
-    folder = _resolve_folder(path)
+    folder = resolve_sae_folder(path)
     meta = folder / "interp_steer.json"
     return json.loads(meta.read_text()) if meta.is_file() else {}
 
 
 __all__ = [
     "DEFAULT_SAE", "SAEReference", "list_shipped_saes", "load_sae", "sae_content_hash", "sae_metadata",
-    "sae_reference", "shipped_sae_name", "validate_sae",
+    "resolve_sae_folder", "sae_reference", "shipped_sae_name", "validate_sae",
 ]
