@@ -86,6 +86,8 @@ def test_demo_runs_end_to_end_on_a_tiny_model(tiny_model, tmp_path):
         assert 0.5 <= s["strength"] <= 1.0
     else:
         assert s["calibration"]["strength"] is None
+    assert s["heldout_within_bound"] == (s["heldout_ppl_ratio"] <= 1.2) and s["max_ratio"] == 1.2
+    assert s["calibration"]["n_texts"] == 32
     assert len(s["generations"]) == 2 and all(g["steered"] is not None for g in s["generations"])
     sel = s["selectivity"]
     assert 0.0 <= sel["selective_share"] <= 1.0 and sel["n_scored"] == s["n_nonzero"]

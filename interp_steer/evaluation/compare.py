@@ -251,7 +251,8 @@ def compare_methods(model: Any, sae: Any, config: CompareConfig | None = None, *
             test = strength_sweep(model, vector, test_items, strengths, sae=vsae, method=cfg.scoring, shared=shared)
             row: dict[str, Any] = {"strength": chosen, "sweep": test,
                                    "train_sweep": [{k: r[k] for k in ("strength", "overall", "fluent",
-                                                                                     "guard_perplexity") if k in r}
+                                                                      "guard_perplexity", "answer_margin",
+                                                                      "margin_shift") if k in r}
                                                    for r in train_sweep],
                                    "at_strength": next(r for r in test if r["strength"] == chosen),
                                    "within_bound": within,
