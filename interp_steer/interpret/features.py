@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from jaxtyping import Float
 
 from interp_steer.errors import InterpSteerError
 from interp_steer.steering.vector import SteeringVector
@@ -90,22 +91,15 @@ def _auroc(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def latent_auroc(model: Any, sae: Any, latents: list[int], positive: list[str], negative: list[str], *,
-                 max_length: int = 96, batch_size: int = 8) -> list[float]:
-    """How selective each latent is for the ``positive`` texts: the AUROC of its maximum activation per text
-    (special tokens excluded) on ``positive`` against ``negative`` texts. 0.5 = no selectivity, 1 = every
-    positive text activates it more than every negative one."""
+def latent_max_activations(model: Any, sae: Any, latents: list[int], texts: list[str], *, max_length: int = 96,
+                           batch_size: int = 8) -> Float[torch.Tensor, "n_texts n_latents"]:
+    """Each latent's maximum activation per text (special tokens excluded), ``[len(texts), len(latents)]``."""
     from interp_steer.interpret.latents import _special_mask, encode_latents, hook_activations, tokenize_texts
 
-    if not positive or not negative:
-        raise InterpSteerError("latent_auroc needs positive and negative texts")
-    if not latents:
-        return []
     hook = sae.cfg.metadata.hook_name
     idx = torch.tensor(latents, dtype=torch.long)
     maxima = []
-    texts = list(positive) + list(negative)
-    ids = tokenize_texts(model.tokenizer, texts, max_length)
+    ids = tokenize_texts(model.tokenizer, list(texts), max_length)
     pad = int(model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0)
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
@@ -120,7 +114,21 @@ def latent_auroc(model: Any, sae: Any, latents: list[int], positive: list[str], 
         keep = valid & ~_special_mask(tokens.cpu(), model.tokenizer)
         acts = acts.masked_fill(~keep[..., None], 0.0)
         maxima.append(acts.amax(1))
-    table = torch.cat(maxima)
+    return torch.cat(maxima)
+
+
+@torch.no_grad()
+def latent_auroc(model: Any, sae: Any, latents: list[int], positive: list[str], negative: list[str], *,
+                 max_length: int = 96, batch_size: int = 8) -> list[float]:
+    """How selective each latent is for the ``positive`` texts: the AUROC of its maximum activation per text
+    (special tokens excluded) on ``positive`` against ``negative`` texts. 0.5 = no selectivity, 1 = every
+    positive text activates it more than every negative one."""
+    if not positive or not negative:
+        raise InterpSteerError("latent_auroc needs positive and negative texts")
+    if not latents:
+        return []
+    table = latent_max_activations(model, sae, latents, list(positive) + list(negative), max_length=max_length,
+                                   batch_size=batch_size)
     return [float(x) for x in _auroc(table[: len(positive)], table[len(positive) :])]
 
 
