@@ -233,3 +233,34 @@ def test_the_strength_is_chosen_on_the_training_questions_even_when_the_test_one
     for method, row in res["countries"]["egypt"]["methods"].items():
         assert row["strength"] == 1.0, (method, guard)
         assert row["at_strength"]["overall"]["rca"] == 0.1  # reported on test, where λ = 1 is the worse one
+
+
+@pytest.mark.slow
+def test_compare_reports_the_direction_and_size_of_caa_on_every_test_question(model):
+    """`compare`'s CAA row for Morocco on the whole test split (62 questions) moves the answer margin towards
+    Morocco's options by about as much as measured, far beyond random directions of the same norm.
+
+    Measured 2026-12-04 (the 612-stem set, every training pair, layer 15, λ = 4): margin_shift +0.495 (λ = 2:
+    +0.248); 5 random dense directions of the same norm (6.73): −0.097, +0.074, −0.084, +0.021, +0.110. (Egypt,
+    the same way: +0.795 against random −0.211 … +0.091.)
+    The training questions move by +0.535. Threshold +0.25 on both: half the measured shift and more than twice
+    the largest random one, so a vector that only
+    acts (a random or reversed contrast) fails. The 8-question end-to-end test above cannot tell the direction:
+    there random directions span −0.8 … +0.5."""
+    from interp_steer.evaluation.compare import compare_methods
+    from interp_steer.saes import load_sae
+
+    sae = load_sae(model=model)
+    cfg = CompareConfig(countries=["morocco"], methods=["caa"], strengths=[4.0], preservation=False,
+                        max_ppl_ratio=None)
+    res = compare_methods(model, sae, cfg)
+    entry = res["countries"]["morocco"]
+    assert entry["n_test_items"] == 62
+    row = entry["methods"]["caa"]
+    assert row["strength"] == 4.0
+    shift = row["at_strength"]["margin_shift"]
+    print(f"\nCAA morocco λ = 4: test margin_shift {shift:+.3f}, train {row['train_sweep'][0]['margin_shift']:+.3f}")
+    assert shift >= 0.25, shift
+    assert row["at_strength"]["answer_margin"] == pytest.approx(entry["baseline"]["answer_margin"] + shift)
+    # the vector was built on the training questions: it moves them the same way
+    assert row["train_sweep"][0]["margin_shift"] > 0.25, row["train_sweep"][0]["margin_shift"]
