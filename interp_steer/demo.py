@@ -77,20 +77,21 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
     # 32 calibration documents and 32 other ones for the independent report, both at 128 tokens: with 16 each
     # the report's ratio at a λ on the edge of the bound could differ from the calibration's by 0.1
     report_texts = default_texts(32, tokenizer=model.tokenizer)
+    ppl_tokens = 128  # the same for both, so the report's ratio is comparable with the calibration's
     shared = SharedLayers.for_vectors(model, [vector])  # the blocks below the SAE's layer run once per batch
     cal = calibrate_strength(
         model, vector,
         lambda lam: pair_probability(model, val_pairs, vector, lam, sae=sae, shared=shared)["p_matching"],
         sae=sae, strengths=strengths or DEFAULT_STRENGTHS, max_ratio=max_ratio, bidirectional=False,
-        n_texts=32, max_tokens=128, log=lambda m: print("      " + m, flush=True), shared=shared)
+        n_texts=32, max_tokens=ppl_tokens, log=lambda m: print("      " + m, flush=True), shared=shared)
     print(f"      {cal.describe()}", flush=True)
     strength = cal.strength
     if strength is None:
         smallest = min(strengths or DEFAULT_STRENGTHS)
         print(f"      WARNING: showing λ = {smallest:g}, which breaks the fluency bound", flush=True)
         strength = smallest
-    ppl0 = text_perplexity(model, report_texts, max_tokens=128, shared=shared).perplexity
-    ppl_ratio = text_perplexity(model, report_texts, vector, strength, sae=sae, max_tokens=128,
+    ppl0 = text_perplexity(model, report_texts, max_tokens=ppl_tokens, shared=shared).perplexity
+    ppl_ratio = text_perplexity(model, report_texts, vector, strength, sae=sae, max_tokens=ppl_tokens,
                                 shared=shared).perplexity / ppl0
     if ppl_ratio > max_ratio:
         print(f"      WARNING: on the {len(report_texts)} report documents (not used to choose λ) the perplexity "

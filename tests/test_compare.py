@@ -244,9 +244,8 @@ def test_compare_reports_the_direction_and_size_of_caa_on_every_test_question(mo
     +0.248); 5 random dense directions of the same norm (6.73): −0.097, +0.074, −0.084, +0.021, +0.110. (Egypt,
     the same way: +0.795 against random −0.211 … +0.091.)
     The training questions move by +0.535. Threshold +0.25 on both: half the measured shift and more than twice
-    the largest random one, so a vector that only
-    acts (a random or reversed contrast) fails. The 8-question end-to-end test above cannot tell the direction:
-    there random directions span −0.8 … +0.5."""
+    the largest random one, so a vector that only acts (a random or reversed contrast) fails. The 8-question
+    end-to-end test above cannot tell the direction: there random directions span −0.8 … +0.5."""
     from interp_steer.evaluation.compare import compare_methods
     from interp_steer.saes import load_sae
 

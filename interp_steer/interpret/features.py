@@ -158,8 +158,8 @@ def country_selectivity(model: Any, sae: Any, vector: SteeringVector, country: s
     texts = culture_texts(country)
     positive = texts[country]
     negative = [t for c, ts in texts.items() if c != country for t in ts]
-    ranked = top_latents(vector, sae, None, k=int(sae.cfg.d_sae))
     d_sae = int(sae.cfg.d_sae)
+    ranked = top_latents(vector, sae, None, k=d_sae)
     every = latent_auroc(model, sae, list(range(d_sae)), positive, negative, max_length=max_length)
     contributions = [entry["contribution"] for entry in ranked["latents"]]
     auroc = [every[entry["index"]] for entry in ranked["latents"]]
