@@ -25,6 +25,21 @@ if TYPE_CHECKING:
 MAX_ABS_ENTRY = 1e6
 
 
+def confidence_arg(text: str) -> float | None:
+    """A ``--ppl-confidence`` value: a probability in [0.5, 1), or ``none`` (the measured ratio itself)."""
+    import argparse
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0.5, 1) or 'none', got {text!r}") from None
+    if not 0.5 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0.5, 1) or 'none', got {text!r}")
+    return value
+
+
 def check_number(value: Any, name: str, *, minimum: float | None = None, maximum: float | None = None,
                  strict_min: bool = False, integer: bool = False) -> float:
     """``value`` as a float when it is a finite number in range; otherwise one error naming ``name``.

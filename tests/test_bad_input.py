@@ -321,6 +321,7 @@ def test_cli_output_file_that_is_a_folder(capsys, tmp_path, no_model):
     (["train", "--method", "lineas", "--source", "local:news", "--target", "local:news", "--lr", "0"],
      "lr must be > 0"),
     (["train", "--data", "missing.jsonl"], "data file not found: missing.jsonl"),
+    (["demo", "--ppl-confidence", "0.2"], "expected a probability in [0.5, 1) or 'none'"),
     (["train-sae", "--lr", "-1"], "--lr must be > 0"),
     (["train-sae", "--hook", "blocks.99.hook_resid_post"], "--hook 99 is out of range"),
     (["train-sae", "--hook", "resid"], "is not a TransformerLens hook name"),
@@ -341,6 +342,8 @@ def test_cli_bad_numbers_are_refused_before_the_model_loads(capsys, tmp_path, no
     (["--batch-size", "0"], "--batch-size must be >= 1"),
     (["--temperature", "-1"], "--temperature must be >= 0"),
     (["--vector", "missing.safetensors"], "steering vector file not found"),
+    (["--strength", "auto", "--ppl-confidence", "1.5"], "expected a probability in [0.5, 1) or 'none'"),
+    (["--strength", "auto", "--ppl-confidence", "high"], "expected a probability in [0.5, 1) or 'none'"),
 ])
 def test_cli_generate_checks_before_the_model_loads(capsys, tmp_path, no_model, extra, message):
     _one_line(capsys, ["generate", "--prompt", "hi", *extra, "--output", str(tmp_path / "g.json")], message)

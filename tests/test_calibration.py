@@ -114,3 +114,59 @@ def test_a_fluent_grid_top_is_flagged_as_grid_limited(tiny_model):
                                  max_ratio=1.2, max_tokens=32, refine=0)
     assert smaller.strength == top / 2 and not smaller.grid_limited
     assert capped.to_dict()["grid_limited"] is True
+
+
+def test_ratio_upper_bound_is_a_bootstrap_quantile_over_documents():
+    from interp_steer.evaluation.calibration import ratio_upper_bound
+
+    base = [(10.0, 5), (20.0, 10), (8.0, 4), (30.0, 10)]
+    same_shift = [(s + 0.1 * n, n) for s, n in base]  # every document moves by 0.1 nat per token
+    assert ratio_upper_bound(base, same_shift, 0.9) == pytest.approx(torch.exp(torch.tensor(0.1)).item())
+    uneven = [(10.0, 5), (20.0, 10), (8.0, 4), (40.0, 10)]  # one document carries the whole change
+    point = torch.exp(torch.tensor(10.0 / 29)).item()
+    hi = ratio_upper_bound(uneven, [(s, n) for s, n in uneven], 0.9)
+    assert hi == pytest.approx(1.0)
+    up90 = ratio_upper_bound(base, uneven, 0.9)
+    up99 = ratio_upper_bound(base, uneven, 0.99)
+    assert point < up90 < up99 <= torch.exp(torch.tensor(10.0 / 10)).item() + 1e-9
+    assert ratio_upper_bound(base, uneven, 0.9) == up90  # deterministic
+    assert ratio_upper_bound(base, [(float("inf"), 5), *uneven[1:]], 0.9) == float("inf")
+    with pytest.raises(InterpSteerError, match="same documents"):
+        ratio_upper_bound(base, uneven[:3], 0.9)
+    with pytest.raises(InterpSteerError, match="numbers of tokens"):
+        ratio_upper_bound(base, [(10.0, 6), *uneven[1:]], 0.9)
+
+
+def test_confidence_bound_keeps_the_upper_bound_within_the_limit(tiny_model):
+    """With ``confidence`` the fluency test is the ratio's upper confidence bound over the documents: the λ kept
+    has that bound ≤ max_ratio (recomputed independently), and it is never above the point-estimate choice."""
+    from interp_steer.evaluation.calibration import ratio_upper_bound
+    from interp_steer.evaluation.openended import token_nll
+    from interp_steer.evaluation.preservation import _text_sequences
+
+    vec = _dense(tiny_model, 2.0)
+    grid = [0.25, 0.5, 1, 2, 4, 8, 16, 32]
+    texts = TEXTS + ["A small dog slept under the kitchen table all afternoon.",
+                     "Prices rose again in the second quarter, the report said.",
+                     "Turn left at the bridge and the station is on your right.",
+                     "He wrote the letter twice before he sent it."]
+    point = calibrate_strength(tiny_model, vec, texts=texts, strengths=grid, max_ratio=1.2, max_tokens=32)
+    bounded = calibrate_strength(tiny_model, vec, texts=texts, strengths=grid, max_ratio=1.2, max_tokens=32,
+                                 confidence=0.9)
+    assert point.found and bounded.found, (point.describe(), bounded.describe())
+    assert bounded.strength <= point.strength
+    assert bounded.confidence == 0.9 and bounded.ppl_ratio_upper is not None
+    assert bounded.ppl_ratio_upper <= 1.2 and "upper bound" in bounded.describe()
+    seqs = _text_sequences(tiny_model.tokenizer, texts, 32)
+    base = token_nll(tiny_model, seqs, [1] * len(seqs))
+    for sign in (1, -1):
+        steered = token_nll(tiny_model, seqs, [1] * len(seqs), vector=vec, strength=sign * bounded.strength)
+        assert ratio_upper_bound(base, steered, 0.9) <= 1.2 + 1e-9
+    # the first failing strength fails on its upper bound; every measured row carries both figures
+    measured = [r for r in bounded.rows if r["ppl_ratio"] is not None]
+    assert all(r["ppl_ratio_upper"] is not None for r in measured)
+    assert any(r["fluent"] is False and r["ppl_ratio_upper"] > 1.2 for r in measured)
+    assert point.confidence is None and "ppl_ratio_upper" not in point.rows[0]
+    for bad in (0.3, 1.0, True, "0.9"):
+        with pytest.raises(InterpSteerError, match="confidence"):
+            calibrate_strength(tiny_model, vec, texts=texts, strengths=grid, confidence=bad)

@@ -79,8 +79,10 @@ def test_demo_runs_end_to_end_on_a_tiny_model(tiny_model, tmp_path):
     assert (tmp_path / "demo.json").is_file() and (tmp_path / "yapo" / "vector.safetensors").is_file()
     assert s["selected"]["criterion"] == "heldout_loss"
     assert 0 < s["n_nonzero"] <= 64
+    assert s["ppl_confidence"] == 0.9 and s["calibration"]["confidence"] == 0.9  # the demo's default
     if s["within_bound"]:
-        assert s["calibration"]["ppl_ratio"] <= 1.2
+        # the bound holds on the ratio's upper confidence bound over the calibration documents
+        assert s["calibration"]["ppl_ratio_upper"] <= 1.2 and s["calibration"]["ppl_ratio"] <= 1.2
         # a measured, fluent strength: one of the grid's or of the refinement between its fluent/failing points
         assert s["strength"] in [r["strength"] for r in s["calibration"]["rows"] if r["fluent"]]
         assert 0.5 <= s["strength"] <= 1.0

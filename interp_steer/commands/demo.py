@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from interp_steer.errors import InterpSteerError
+from interp_steer.validation import confidence_arg
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -32,7 +33,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model = load_model()
         sae = load_sae(path=args.sae, model=model)
     run_demo(args.country, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, sparse=not args.exact,
-             max_ratio=args.max_ppl_ratio, strengths=tuple(args.strength) if args.strength else None,
+             max_ratio=args.max_ppl_ratio, ppl_confidence=args.ppl_confidence, strengths=tuple(args.strength) if args.strength else None,
              output_dir=args.output_dir, seed=args.seed, model=model, sae=sae)
     return 0
 
@@ -57,8 +58,11 @@ def add_parser(sub: Any) -> None:
                         "latents; methods.preference.SPARSE_DEFAULT)")
     p.add_argument("--max-ppl-ratio", type=float, default=1.2,
                    help="fluency bound: held-out perplexity steered / unsteered (default 1.2)")
+    p.add_argument("--ppl-confidence", type=confidence_arg, default=0.9,
+                   help="the bound must hold at this one-sided upper confidence bound of the perplexity ratio "
+                        "(a bootstrap over the calibration documents; default 0.9; 'none': the measured ratio)")
     p.add_argument("--strength", type=float, action="append",
-                   help="candidate λ values for the calibration (repeatable; default 0.25 … 8)")
+                   help="candidate λ values for the calibration (repeatable; default 0.25 … 32)")
     p.add_argument("--sae", default=None,
                    help="SAE folder, shipped name or shipped width such as 16384 (default: the shipped "
                         "4096-latent SAE)")

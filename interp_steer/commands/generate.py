@@ -11,7 +11,7 @@ from typing import Any
 
 from interp_steer import cli  # shared helpers, looked up at call time (tests replace cli._model)
 from interp_steer.errors import InterpSteerError
-from interp_steer.validation import check_file, check_number
+from interp_steer.validation import check_file, check_number, confidence_arg
 from interp_steer.validation import dumps as _strict_dumps
 
 
@@ -96,13 +96,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     fluency: dict[str, Any] | None = None
     strength = args.strength
     if vector is not None and strength == "auto":
-        cal = calibrate_strength(model, vector, sae=sae, max_ratio=args.max_ppl_ratio, bidirectional=False)
+        cal = calibrate_strength(model, vector, sae=sae, max_ratio=args.max_ppl_ratio, bidirectional=False,
+                                 confidence=args.ppl_confidence)
         print(f"calibrated strength: {cal.describe()}", file=sys.stderr)
         if cal.strength is None:
             raise InterpSteerError(f"--strength auto: {cal.describe()}")
         strength = cal.strength
         fluency = {"strength": strength, "ppl_ratio": cal.ppl_ratio, "max_ratio": cal.max_ratio,
-                   "within_bound": True, "n_texts": cal.n_texts, "calibrated": True}
+                   "within_bound": True, "n_texts": cal.n_texts, "calibrated": True,
+                   "confidence": cal.confidence, "ppl_ratio_upper": cal.ppl_ratio_upper}
     elif vector is not None and float(strength) != 0.0 and not args.no_fluency_check:
         fluency = fluency_check(model, vector, float(strength), sae=sae, max_ratio=args.max_ppl_ratio)
         if not fluency["within_bound"]:
@@ -155,6 +157,9 @@ def add_parser(sub: Any) -> None:
                         "perplexity stays within --max-ppl-ratio of the unsteered model's")
     p.add_argument("--max-ppl-ratio", type=float, default=1.2,
                    help="fluency bound for 'auto' and for the warning at a given λ (default 1.2)")
+    p.add_argument("--ppl-confidence", type=confidence_arg, default=0.9,
+                   help="for 'auto': the bound must hold at this one-sided upper confidence bound of the ratio "
+                        "(a bootstrap over the calibration documents; default 0.9; 'none': the measured ratio)")
     p.add_argument("--no-fluency-check", action="store_true",
                    help="skip measuring held-out perplexity at the given λ")
     p.add_argument("--positions", choices=["all", "after_instruction", "generated"], default=None,

@@ -11,6 +11,13 @@ result has ``strength=None``: callers must say so instead of presenting a result
 The calibration texts are held-out corpus documents disjoint from the default preservation texts
 (:func:`interp_steer.evaluation.preservation.default_texts`), so a perplexity ratio reported at the chosen λ on
 the preservation texts stays an independent check.
+
+The bound is about general text, not about the particular documents measured. With ``confidence=c`` a strength
+is fluent only when the one-sided ``c`` upper confidence bound of the ratio stays ``≤ max_ratio``: a bootstrap
+over the documents (each resample draws as many documents, with replacement, and takes the token-weighted
+ratio ``exp(Σ ΔNLL / Σ tokens)``; :func:`ratio_upper_bound`). Without it (``confidence=None``) the measured
+ratio itself must keep the bound, and a λ at the edge of the bound on one sample of documents can read above it
+on another: the demo's λ = 14.9 read ×1.166 on its 32 calibration documents and ×1.272 on 32 others.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from interp_steer.steering.vector import SteeringVector
 # for vectors that break fluency earlier
 DEFAULT_STRENGTHS: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 DEFAULT_MAX_RATIO = 1.2
+BOOTSTRAP_RESAMPLES = 2000  # resamples of the documents for the ratio's confidence bound (fixed seed)
 
 
 @dataclass
@@ -46,6 +54,10 @@ class Calibration:
     # the strength chosen is the grid's largest: nothing above it was tried, so a larger λ may be stronger and
     # still fluent (extend ``strengths``)
     grid_limited: bool = False
+    # with ``confidence``: the fluency test used the ratio's one-sided upper confidence bound over documents;
+    # ``ppl_ratio_upper`` is that bound (worst direction) at ``strength``
+    confidence: float | None = None
+    ppl_ratio_upper: float | None = None
 
     @property
     def found(self) -> bool:
@@ -60,6 +72,9 @@ class Calibration:
         eff = "" if self.effect is None else f", effect {self.effect:+.3f}"
         top = (" — the grid's largest strength: a larger one may be stronger and still fluent"
                if self.grid_limited else "")
+        if self.confidence is not None and self.ppl_ratio_upper is not None:
+            return (f"λ = {self.strength:g} (perplexity ×{self.ppl_ratio:.3f}, its {100 * self.confidence:g} % upper "
+                    f"bound over documents ×{self.ppl_ratio_upper:.3f} ≤ ×{self.max_ratio:g}{eff}){top}")
         return f"λ = {self.strength:g} (perplexity ×{self.ppl_ratio:.3f} ≤ ×{self.max_ratio:g}{eff}){top}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +113,7 @@ def calibrate_strength(
     refine: int = 2,
     log: Callable[[str], None] | None = None,
     shared: SharedLayers | bool = True,
+    confidence: float | None = None,
 ) -> Calibration:
     """The strongest-effect λ of ``strengths`` whose held-out perplexity ratio stays ``≤ max_ratio``.
 
@@ -110,9 +126,10 @@ def calibrate_strength(
     metric that is only defined on the grid needs. ``shared`` (default ``True``): the perplexity passes run the
     blocks below the vector's layer once for every λ (:mod:`interp_steer.evaluation.shared_layers`); pass the
     same ``SharedLayers`` to ``effect`` to share its passes too, ``False`` to run every λ in full.
+    ``confidence`` (e.g. 0.9): a strength is fluent only when the ratio's one-sided upper confidence bound over
+    the documents (:func:`ratio_upper_bound`) keeps the bound, so that other general text is likely to keep it
+    too; ``None`` tests the measured ratio itself.
     """
-    from interp_steer.evaluation.preservation import text_perplexity
-
     if not (math.isfinite(max_ratio) and max_ratio > 1.0):
         raise InterpSteerError(f"max_ratio must be a finite perplexity ratio above 1, got {max_ratio}")
     if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
@@ -123,29 +140,48 @@ def calibrate_strength(
     docs = list(texts) if texts is not None else calibration_texts(model.tokenizer, n_texts)
     if not docs:
         raise InterpSteerError("no texts for the strength calibration")
+    if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
+                                   or not 0.5 <= confidence < 1.0):
+        raise InterpSteerError(f"confidence must be a probability in [0.5, 1), got {confidence!r}")
     say = log or (lambda _msg: None)
     vsae = sae if vector.kind == "sae" else None
     lower = resolve(model, vector, shared)
-    base = perplexity_unsteered or text_perplexity(model, docs, max_tokens=max_tokens, shared=lower).perplexity
+    seqs = _sequences(model, docs, max_tokens)
+    base_nll = _doc_nll(model, seqs, None, 0.0, None, lower) if (
+        confidence is not None or not perplexity_unsteered) else None
+    base = perplexity_unsteered or _perplexity(base_nll or [])
     signs = (1.0, -1.0) if bidirectional else (1.0,)
+    empty = {"ppl_ratio_plus": None, "ppl_ratio_minus": None, "ppl_ratio": None}
+    if confidence is not None:
+        empty.update(ppl_ratio_plus_upper=None, ppl_ratio_minus_upper=None, ppl_ratio_upper=None)
 
     def measure(lam: float) -> dict[str, Any]:
-        row: dict[str, Any] = {"strength": lam, "ppl_ratio_plus": None, "ppl_ratio_minus": None,
-                               "ppl_ratio": None, "fluent": None, "effect": None}
+        row: dict[str, Any] = {"strength": lam, **empty, "fluent": None, "effect": None}
         for sign in signs:
-            ratio = _ratio(model, docs, vector, sign * lam, vsae, base, max_tokens, lower)
-            row["ppl_ratio_plus" if sign > 0 else "ppl_ratio_minus"] = ratio
+            side = "plus" if sign > 0 else "minus"
+            steered = _doc_nll(model, seqs, vector, sign * lam, vsae, lower)
+            ppl = _perplexity(steered)
+            ratio = ppl / base if math.isfinite(ppl) else math.inf
+            row[f"ppl_ratio_{side}"] = ratio
+            if confidence is not None:
+                assert base_nll is not None
+                ratio = ratio_upper_bound(base_nll, steered, confidence)
+                row[f"ppl_ratio_{side}_upper"] = ratio
             if ratio > max_ratio:
                 break  # one direction already fails: the other need not be measured
-        measured = [r for r in (row["ppl_ratio_plus"], row["ppl_ratio_minus"]) if r is not None]
-        row["ppl_ratio"] = max(measured)
-        row["fluent"] = row["ppl_ratio"] <= max_ratio
+        row["ppl_ratio"] = max(r for r in (row["ppl_ratio_plus"], row["ppl_ratio_minus"]) if r is not None)
+        tested = row["ppl_ratio"]
+        if confidence is not None:
+            tested = row["ppl_ratio_upper"] = max(
+                r for r in (row["ppl_ratio_plus_upper"], row["ppl_ratio_minus_upper"]) if r is not None)
+        row["fluent"] = tested <= max_ratio
         if row["fluent"] and effect is not None:
             value = float(effect(lam))
             if not math.isfinite(value):
                 raise InterpSteerError(f"the calibration metric returned {value} at λ = {lam:g}")
             row["effect"] = value
-        say(f"calibration λ={lam:g}: perplexity ×{row['ppl_ratio']:.3f}"
+        upper = "" if confidence is None else f" (upper bound ×{row['ppl_ratio_upper']:.3f})"
+        say(f"calibration λ={lam:g}: perplexity ×{row['ppl_ratio']:.3f}{upper}"
             + ("" if row["effect"] is None else f", effect {row['effect']:+.4f}"))
         return row
 
@@ -153,8 +189,7 @@ def calibrate_strength(
     broken = False
     for lam in grid:
         if broken:
-            rows.append({"strength": lam, "ppl_ratio_plus": None, "ppl_ratio_minus": None, "ppl_ratio": None,
-                         "fluent": None, "effect": None})
+            rows.append({"strength": lam, **empty, "fluent": None, "effect": None})
             continue
         rows.append(measure(lam))
         broken = not rows[-1]["fluent"]
@@ -173,13 +208,66 @@ def calibrate_strength(
         rows.sort(key=lambda r: r["strength"])
     fluent = [r for r in rows if r["fluent"]]
     if not fluent:
-        return Calibration(None, None, None, max_ratio, bidirectional, base, len(docs), rows)
+        return Calibration(None, None, None, max_ratio, bidirectional, base, len(docs), rows, confidence=confidence)
     if effect is None:
         best = fluent[-1]
     else:  # the largest effect; the smaller λ on ties
         best = max(fluent, key=lambda r: (r["effect"], -r["strength"]))
     return Calibration(best["strength"], best["ppl_ratio"], best["effect"], max_ratio, bidirectional, base,
-                       len(docs), rows, grid_limited=best["strength"] == grid[-1])
+                       len(docs), rows, grid_limited=best["strength"] == grid[-1], confidence=confidence,
+                       ppl_ratio_upper=best.get("ppl_ratio_upper"))
+
+
+def ratio_upper_bound(unsteered: Sequence[tuple[float, int]], steered: Sequence[tuple[float, int]],
+                      confidence: float, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> float:
+    """One-sided ``confidence`` upper bound of the token-weighted perplexity ratio, by a bootstrap over documents.
+
+    ``unsteered`` / ``steered``: per document ``(Σ NLL, n tokens)`` (:func:`interp_steer.evaluation.openended.
+    token_nll`) of the same documents. Each resample draws as many documents with replacement and takes
+    ``exp(Σ (NLL_steered − NLL_unsteered) / Σ n)``; the bound is the ``confidence`` quantile of those ratios
+    (deterministic: a fixed ``seed``). ``inf`` when a steered NLL overflows."""
+    import torch
+
+    if len(unsteered) != len(steered) or not unsteered:
+        raise InterpSteerError(f"ratio_upper_bound needs the same documents on both sides, got {len(unsteered)} "
+                               f"and {len(steered)}")
+    if any(k0 != k1 for (_, k0), (_, k1) in zip(unsteered, steered, strict=True)):
+        raise InterpSteerError("ratio_upper_bound: the two sides scored different numbers of tokens")
+    if not all(math.isfinite(s) for s, _ in steered):
+        return math.inf
+    delta = torch.tensor([s1 - s0 for (s0, _), (s1, _) in zip(unsteered, steered, strict=True)], dtype=torch.float64)
+    n = torch.tensor([float(k) for _, k in unsteered], dtype=torch.float64)
+    if float(n.sum()) == 0:
+        raise InterpSteerError("ratio_upper_bound: no scored tokens")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(delta), (resamples, len(delta)), generator=g)
+    counts = torch.zeros(resamples, len(delta), dtype=torch.float64).scatter_add_(
+        1, idx, torch.ones(resamples, len(delta), dtype=torch.float64))
+    tokens = counts @ n
+    ratios = torch.exp((counts @ delta) / tokens.clamp(min=1.0))
+    return float(torch.quantile(ratios, confidence))
+
+
+def _sequences(model: Any, docs: Sequence[str], max_tokens: int) -> list[list[int]]:
+    from interp_steer.evaluation.preservation import _text_sequences
+
+    return _text_sequences(model.tokenizer, docs, max_tokens)
+
+
+def _doc_nll(model: Any, seqs: Sequence[Sequence[int]], vector: SteeringVector | None, strength: float,
+             sae: Any | None, shared: SharedLayers | None) -> list[tuple[float, int]]:
+    """Per document ``(Σ NLL, n)`` of ``BOS + first max_tokens tokens`` (what :func:`text_perplexity` sums)."""
+    from interp_steer.evaluation.openended import token_nll
+
+    return token_nll(model, seqs, [1] * len(seqs), vector=vector, strength=strength, sae=sae, shared=shared)
+
+
+def _perplexity(pairs: Sequence[tuple[float, int]]) -> float:
+    n = sum(k for _, k in pairs)
+    if n == 0:
+        raise InterpSteerError("no tokens to compute a perplexity on")
+    total = sum(s for s, _ in pairs)
+    return math.exp(total / n) if math.isfinite(total) and total / n < 700 else math.inf
 
 
 def _ratio(model: Any, docs: Sequence[str], vector: SteeringVector, strength: float, sae: Any | None,
