@@ -136,3 +136,26 @@ def test_train_sae_writes_a_loadable_sae_with_its_measured_quality(tiny_cli, tmp
     rnd = sae_quality(tiny_cli, make_sae("topk", tiny_cli.cfg.d_model, 64, "blocks.1.hook_resid_pre"), held,
                       max_tokens=512)
     assert rnd.explained_variance < 0.5 and rnd.ce_loss_recovered < 0.85  # the thresholds tell them apart
+
+
+def test_generate_strength_auto_calibrates_under_the_confidence_bound(tiny_cli, tmp_path):
+    """``--strength auto`` picks λ with the ratio's 90 % upper bound over the calibration documents by default
+    (``--ppl-confidence none``: the measured ratio), records both, and steers with it."""
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(tiny_cli.cfg.d_model, generator=g)
+    vec = SteeringVector("caa", "dense", {"blocks.1.hook_resid_post": {"vector": v / v.norm() * 2}},
+                         model_fingerprint(tiny_cli).to_dict())
+    path = vec.save(tmp_path / "v")
+    results = {}
+    for conf in ("0.9", "none"):
+        out = tmp_path / f"g_{conf}.json"
+        code = cli.main(["generate", "--vector", str(path), "--prompt", "Name a fruit.", "--strength", "auto",
+                         "--ppl-confidence", conf, "--max-new-tokens", "3", "--output", str(out)])
+        assert code == 0
+        results[conf] = json.loads(out.read_text())
+    bounded, point = results["0.9"], results["none"]
+    assert bounded["fluency"]["calibrated"] and bounded["fluency"]["confidence"] == 0.9
+    assert bounded["fluency"]["ppl_ratio_upper"] <= 1.2 and bounded["fluency"]["ppl_ratio"] <= 1.2
+    assert point["fluency"]["confidence"] is None and point["fluency"]["ppl_ratio_upper"] is None
+    assert 0 < bounded["strength"] <= point["strength"]
+    assert bounded["hook_calls"]["blocks.1.hook_resid_post"] > 0
