@@ -20,6 +20,9 @@ from typing import Any
 
 from interp_steer.validation import dumps as _strict_dumps
 
+N_CALIBRATION_TEXTS = 32  # held-out documents that choose λ
+N_REPORT_TEXTS = 128  # other held-out documents that report its fluency cost
+
 
 def _split_stems(items: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
     stems = sorted({it.metadata["stem_id"] for it in items})
@@ -41,10 +44,14 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
     the summary."""
     from interp_steer.data.loaders import culture_preferences, load_culture
     from interp_steer.evaluation.behaviour import pair_probability
-    from interp_steer.evaluation.calibration import DEFAULT_STRENGTHS, calibrate_strength
+    from interp_steer.evaluation.calibration import (
+        DEFAULT_STRENGTHS,
+        calibrate_strength,
+        calibration_texts,
+        heldout_ratio,
+    )
     from interp_steer.evaluation.mcq import culture_report, score_mcq
-    from interp_steer.evaluation.openended import response_perplexity
-    from interp_steer.evaluation.preservation import default_texts, text_perplexity
+    from interp_steer.evaluation.openended import repetition, response_perplexity
     from interp_steer.evaluation.shared_layers import SharedLayers
     from interp_steer.generation import generate
     from interp_steer.interpret.features import country_selectivity, culture_texts
@@ -72,25 +79,29 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
         options["lr"] = lr
     print(f"[2/6] training a {'sparse ' if sparse else ''}YaPO vector ({epochs} epochs, batch {batch_size}, "
           f"preset 'small' {options}) ...", flush=True)
+    # held-out loss every 16 steps and at the last: one evaluation (56 pairs at +λ and −λ) costs as much as ≈ 13
+    # training steps; every 4 steps it was 3/4 of the training time, and the loss fell at every one of them
+    # (2026-12-04: kept step 114 of 114 either way, the same vector)
     res = train_vector(model, train_pairs, "yapo", sae=sae, eval_data=val_pairs, output_dir=out / "yapo",
-                       preset="small", epochs=epochs, batch_size=batch_size, eval_every=4, seed=seed,
+                       preset="small", epochs=epochs, batch_size=batch_size, eval_every=16, seed=seed,
                        **options)
     vector = res.vector
 
     conf = "" if ppl_confidence is None else f" (its {100 * ppl_confidence:g} % upper bound over documents)"
     print(f"[3/6] choosing λ on the validation pairs under a perplexity bound of ×{max_ratio:g}{conf} ...", flush=True)
-    # 32 calibration documents and 32 other ones for the independent report, both at 128 tokens. The bound is
+    # 32 calibration documents and 128 other ones for the independent report, both at 128 tokens. The bound is
     # tested on the ratio's upper confidence bound: with the measured ratio itself, a λ at the edge of the bound
-    # read ×1.166 on the calibration documents and ×1.272 on the report's (a 32-document sample's ratio varies by
-    # ≈ ±0.06 there)
-    report_texts = default_texts(32, tokenizer=model.tokenizer)
+    # read ×1.166 on the calibration documents and ×1.272 on 32 others (a 32-document sample's ratio varies by
+    # ≈ ±0.06 there); the report's 128 documents and its interval tell the two apart
+    cal_texts = calibration_texts(model.tokenizer, N_CALIBRATION_TEXTS)
+    report_texts = calibration_texts(model.tokenizer, N_REPORT_TEXTS, exclude=cal_texts, seed=0)
     ppl_tokens = 128  # the same for both, so the report's ratio is comparable with the calibration's
     shared = SharedLayers.for_vectors(model, [vector])  # the blocks below the SAE's layer run once per batch
     cal = calibrate_strength(
         model, vector,
         lambda lam: pair_probability(model, val_pairs, vector, lam, sae=sae, shared=shared)["p_matching"],
         sae=sae, strengths=strengths or DEFAULT_STRENGTHS, max_ratio=max_ratio, bidirectional=False,
-        n_texts=32, max_tokens=ppl_tokens, log=lambda m: print("      " + m, flush=True), shared=shared,
+        texts=cal_texts, max_tokens=ppl_tokens, log=lambda m: print("      " + m, flush=True), shared=shared,
         confidence=ppl_confidence)
     print(f"      {cal.describe()}", flush=True)
     strength = cal.strength
@@ -98,9 +109,10 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
         smallest = min(strengths or DEFAULT_STRENGTHS)
         print(f"      WARNING: showing λ = {smallest:g}, which breaks the fluency bound", flush=True)
         strength = smallest
-    ppl0 = text_perplexity(model, report_texts, max_tokens=ppl_tokens, shared=shared).perplexity
-    ppl_ratio = text_perplexity(model, report_texts, vector, strength, sae=sae, max_tokens=ppl_tokens,
-                                shared=shared).perplexity / ppl0
+    report = heldout_ratio(model, report_texts, vector, strength, sae=sae, max_tokens=ppl_tokens, shared=shared)
+    ppl_ratio = report["ppl_ratio"]
+    print(f"      on {len(report_texts)} other documents: perplexity ×{ppl_ratio:.3f} (90 % interval "
+          f"×{report['lower']:.3f} … ×{report['upper']:.3f})", flush=True)
     if ppl_ratio > max_ratio:
         print(f"      WARNING: on the {len(report_texts)} report documents (not used to choose λ) the perplexity "
               f"ratio at λ = {strength:g} is ×{ppl_ratio:.3f}, above the bound ×{max_ratio:g}", flush=True)
@@ -117,6 +129,7 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
     steered_texts = [str(x) for x in steered]
     gen_ppl = {"unsteered": response_perplexity(model, questions, plain_texts).perplexity,
                "steered": response_perplexity(model, questions, steered_texts).perplexity}
+    gen_rep = {"unsteered": repetition(plain_texts), "steered": repetition(steered_texts)}
 
     print("[6/6] SAE latents the vector uses, their country selectivity and top snippets ...", flush=True)
     selectivity = country_selectivity(model, sae, vector, country, k=8)
@@ -135,11 +148,12 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
         "selected": vector.metrics.get("selected"), "n_nonzero": int((vector.vector() != 0).sum()),
         "calibration": cal.to_dict(), "strength": strength, "within_bound": cal.found,
         "heldout_ppl_ratio": ppl_ratio, "heldout_within_bound": ppl_ratio <= max_ratio, "max_ratio": max_ratio,
+        "heldout_report": report,
         "ppl_confidence": ppl_confidence,
         "mcq_before": before, "mcq_after": after,
         "generations": [{"prompt": q, "unsteered": a, "steered": b} for q, a, b in zip(questions, plain_texts,
                                                                                         steered_texts, strict=True)],
-        "generation_perplexity": gen_ppl, "selectivity": selectivity,
+        "generation_perplexity": gen_ppl, "generation_repetition": gen_rep, "selectivity": selectivity,
         "snippets": {str(k): v for k, v in snippets.items()},
         "vector": str(out / "yapo" / "vector.safetensors"), "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -164,16 +178,19 @@ def _print_summary(s: dict[str, Any]) -> None:
         bound = f"  [above ×{s['max_ratio']:g} on these documents, though within it on the calibration ones]"
     else:
         bound = f" (≤ ×{s['max_ratio']:g})"
-    print(f"strength λ = {s['strength']:g} (chosen on validation pairs); perplexity on held-out text "
-          f"×{s['heldout_ppl_ratio']:.3f}{bound}")
+    rep = s["heldout_report"]
+    print(f"strength λ = {s['strength']:g} (chosen on validation pairs); perplexity on {rep['n_texts']} other held-out "
+          f"documents ×{s['heldout_ppl_ratio']:.3f} (90 % interval ×{rep['lower']:.3f} … ×{rep['upper']:.3f}){bound}")
     print("\nculture MCQ accuracy on held-out test questions:")
     print(f"  {'':14}{'localized':>12}{'non-local':>12}{'RCA':>8}{'PNLG':>8}")
     for name, r in (("unsteered", b), (f"steered λ={s['strength']:g}", a)):
         print(f"  {name:14}{_pct(r['acc_localized']):>12}{_pct(r['acc_nonlocalized']):>12}"
               f"{r.get('rca', 0):>8.3f}{r.get('pnlg', 0):>8.3f}")
     gp = s["generation_perplexity"]
+    gr = s["generation_repetition"]
     print(f"\ngenerations (greedy; steered at λ = {s['strength']:g}; perplexity of the answers under the unsteered "
-          f"model: {gp['unsteered']:.2f} unsteered, {gp['steered']:.2f} steered):")
+          f"model: {gp['unsteered']:.2f} unsteered, {gp['steered']:.2f} steered; repeated word 3-grams: "
+          f"{_pct(gr['unsteered'])} unsteered, {_pct(gr['steered'])} steered):")
     for g in s["generations"]:
         print(f"\n  Q: {g['prompt']}")
         print(textwrap.indent(textwrap.fill("unsteered: " + g["unsteered"], 74), "    "))

@@ -170,3 +170,29 @@ def test_confidence_bound_keeps_the_upper_bound_within_the_limit(tiny_model):
     for bad in (0.3, 1.0, True, "0.9"):
         with pytest.raises(InterpSteerError, match="confidence"):
             calibrate_strength(tiny_model, vec, texts=texts, strengths=grid, confidence=bad)
+
+
+def test_heldout_ratio_reports_the_ratio_with_its_interval(tiny_model):
+    from interp_steer.evaluation.calibration import heldout_ratio
+
+    vec = _dense(tiny_model, 2.0)
+    rep = heldout_ratio(tiny_model, TEXTS, vec, 1.0, max_tokens=32, level=0.8)
+    base = text_perplexity(tiny_model, TEXTS, max_tokens=32).perplexity
+    steered = text_perplexity(tiny_model, TEXTS, vec, 1.0, max_tokens=32).perplexity
+    assert rep["ppl_ratio"] == pytest.approx(steered / base)
+    assert rep["lower"] <= rep["ppl_ratio"] <= rep["upper"] and rep["lower"] < rep["upper"]
+    assert rep["n_texts"] == 4 and rep["level"] == 0.8 and rep["max_tokens"] == 32
+    with pytest.raises(InterpSteerError, match="level"):
+        heldout_ratio(tiny_model, TEXTS, vec, 1.0, level=1.0)
+
+
+def test_repetition_counts_repeated_word_trigrams():
+    from interp_steer.evaluation.openended import repetition
+
+    assert repetition(["the cat sat on the mat"]) == 0.0
+    loop = "I'm sorry for that. I'm sorry for that. I'm sorry for that."
+    assert repetition([loop]) == pytest.approx(1 - 4 / 10)  # 12 words: 10 trigrams, 4 distinct
+    assert repetition(["a b", ""]) == 0.0  # no trigram at all
+    assert repetition(["x y z x y z", "p q r s"]) == pytest.approx(1 / 6)  # pooled: 6 trigrams, 1 repeated
+    with pytest.raises(InterpSteerError):
+        repetition(["a"], n=0)

@@ -90,6 +90,11 @@ def test_demo_runs_end_to_end_on_a_tiny_model(tiny_model, tmp_path):
         assert s["calibration"]["strength"] is None
     assert s["heldout_within_bound"] == (s["heldout_ppl_ratio"] <= 1.2) and s["max_ratio"] == 1.2
     assert s["calibration"]["n_texts"] == 32
+    rep = s["heldout_report"]  # the independent report: other documents, with its interval
+    assert rep["ppl_ratio"] == s["heldout_ppl_ratio"] and rep["lower"] <= rep["ppl_ratio"] <= rep["upper"]
+    assert rep["n_texts"] == 128 and rep["level"] == 0.9
+    assert set(s["generation_repetition"]) == {"unsteered", "steered"}
+    assert all(0.0 <= x <= 1.0 for x in s["generation_repetition"].values())
     assert len(s["generations"]) == 2 and all(g["steered"] is not None for g in s["generations"])
     sel = s["selectivity"]
     assert 0.0 <= sel["selective_share"] <= 1.0 and sel["n_scored"] == s["n_nonzero"]

@@ -226,26 +226,53 @@ def ratio_upper_bound(unsteered: Sequence[tuple[float, int]], steered: Sequence[
     token_nll`) of the same documents. Each resample draws as many documents with replacement and takes
     ``exp(Σ (NLL_steered − NLL_unsteered) / Σ n)``; the bound is the ``confidence`` quantile of those ratios
     (deterministic: a fixed ``seed``). ``inf`` when a steered NLL overflows."""
+    ratios = _bootstrap_ratios(unsteered, steered, resamples, seed)
+    return math.inf if ratios is None else float(ratios.quantile(confidence))
+
+
+def heldout_ratio(model: Any, docs: Sequence[str], vector: SteeringVector, strength: float, *, sae: Any | None = None,
+                  max_tokens: int = 128, level: float = 0.9, shared: SharedLayers | bool = True) -> dict[str, Any]:
+    """The perplexity ratio of ``docs`` at ``strength`` with its two-sided ``level`` bootstrap interval over the
+    documents: ``{"ppl_ratio", "lower", "upper", "level", "n_texts", "max_tokens"}`` (what a report prints
+    beside a calibrated λ, measured on documents the calibration did not use)."""
+    if not 0 < level < 1:
+        raise InterpSteerError(f"level must be in (0, 1), got {level}")
+    lower = resolve(model, vector, shared)
+    seqs = _sequences(model, docs, max_tokens)
+    base = _doc_nll(model, seqs, None, 0.0, None, lower)
+    steered = _doc_nll(model, seqs, vector, strength, sae if vector.kind == "sae" else None, lower)
+    ppl0, ppl = _perplexity(base), _perplexity(steered)
+    ratios = _bootstrap_ratios(base, steered, BOOTSTRAP_RESAMPLES, 0)
+    tail = (1 - level) / 2
+    return {"ppl_ratio": ppl / ppl0 if math.isfinite(ppl) else math.inf,
+            "lower": math.inf if ratios is None else float(ratios.quantile(tail)),
+            "upper": math.inf if ratios is None else float(ratios.quantile(1 - tail)),
+            "level": level, "n_texts": len(seqs), "max_tokens": max_tokens}
+
+
+def _bootstrap_ratios(unsteered: Sequence[tuple[float, int]], steered: Sequence[tuple[float, int]],
+                      resamples: int, seed: int):
+    """Token-weighted ratios of ``resamples`` bootstrap resamples of the documents (``None``: a steered NLL
+    overflowed)."""
     import torch
 
     if len(unsteered) != len(steered) or not unsteered:
-        raise InterpSteerError(f"ratio_upper_bound needs the same documents on both sides, got {len(unsteered)} "
+        raise InterpSteerError(f"bootstrap of the perplexity ratio: it needs the same documents on both sides, got {len(unsteered)} "
                                f"and {len(steered)}")
     if any(k0 != k1 for (_, k0), (_, k1) in zip(unsteered, steered, strict=True)):
-        raise InterpSteerError("ratio_upper_bound: the two sides scored different numbers of tokens")
+        raise InterpSteerError("bootstrap of the perplexity ratio: the two sides scored different numbers of tokens")
     if not all(math.isfinite(s) for s, _ in steered):
-        return math.inf
+        return None
     delta = torch.tensor([s1 - s0 for (s0, _), (s1, _) in zip(unsteered, steered, strict=True)], dtype=torch.float64)
     n = torch.tensor([float(k) for _, k in unsteered], dtype=torch.float64)
     if float(n.sum()) == 0:
-        raise InterpSteerError("ratio_upper_bound: no scored tokens")
+        raise InterpSteerError("bootstrap of the perplexity ratio: no scored tokens")
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, len(delta), (resamples, len(delta)), generator=g)
     counts = torch.zeros(resamples, len(delta), dtype=torch.float64).scatter_add_(
         1, idx, torch.ones(resamples, len(delta), dtype=torch.float64))
     tokens = counts @ n
-    ratios = torch.exp((counts @ delta) / tokens.clamp(min=1.0))
-    return float(torch.quantile(ratios, confidence))
+    return torch.exp((counts @ delta) / tokens.clamp(min=1.0))
 
 
 def _sequences(model: Any, docs: Sequence[str], max_tokens: int) -> list[list[int]]:

@@ -93,6 +93,21 @@ def token_nll(
     return out
 
 
+def repetition(texts: Sequence[str], n: int = 3) -> float:
+    """Share of repeated word ``n``-grams over ``texts``: ``1 − distinct / total`` within each text, pooled
+    (0: no ``n``-gram repeats; a text that loops one phrase tends to 1). Perplexity under the unsteered model
+    does not flag such loops (a repeated phrase is predictable), so reports print this beside it."""
+    if n < 1:
+        raise InterpSteerError(f"n must be >= 1, got {n}")
+    total = repeated = 0
+    for text in texts:
+        words = str(text).lower().split()
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+        total += len(grams)
+        repeated += len(grams) - len(set(grams))
+    return repeated / total if total else 0.0
+
+
 def _summarise(pairs: Sequence[tuple[float, int]]) -> PerplexityResult:
     total = sum(s for s, _ in pairs)
     n = sum(k for _, k in pairs)
