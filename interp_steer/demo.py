@@ -39,8 +39,8 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
              seed: int = 0, model: Any | None = None, sae: Any | None = None) -> dict[str, Any]:
     """Run the demo (see the module docstring); ``model``/``sae`` default to the embedded model and its
     shipped SAE. ``ppl_confidence``: λ must keep the bound at this one-sided upper confidence bound of the
-    perplexity ratio over the calibration documents (``None``: the measured ratio itself), so that the 32 other
-    documents of the report keep it too. Writes ``demo.json`` and the vector under ``output_dir`` and returns
+    perplexity ratio over the calibration documents (``None``: the measured ratio itself), so that other general
+    text keeps it too (the report measures it again on 128 other documents, with its 90 % interval). Writes ``demo.json`` and the vector under ``output_dir`` and returns
     the summary."""
     from interp_steer.data.loaders import culture_preferences, load_culture
     from interp_steer.evaluation.behaviour import pair_probability
