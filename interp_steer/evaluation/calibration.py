@@ -300,9 +300,7 @@ def _perplexity(pairs: Sequence[tuple[float, int]]) -> float:
 def _ratio(model: Any, docs: Sequence[str], vector: SteeringVector, strength: float, sae: Any | None,
            base: float, max_tokens: int, shared: SharedLayers | None = None) -> float:
     """Steered over unsteered perplexity of ``docs`` (``inf`` when the steered one overflows)."""
-    from interp_steer.evaluation.preservation import text_perplexity
-
-    ppl = text_perplexity(model, docs, vector, strength, sae=sae, max_tokens=max_tokens, shared=shared).perplexity
+    ppl = _perplexity(_doc_nll(model, _sequences(model, docs, max_tokens), vector, strength, sae, shared))
     return ppl / base if math.isfinite(ppl) else math.inf
 
 
