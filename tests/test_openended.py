@@ -325,3 +325,17 @@ def test_real_model_open_ended_with_embedding_judge(model):
     # 4-item test's.
     assert res[1].perplexity > 3 * res[0].perplexity
     assert res[1].mean_score < res[0].mean_score - 0.05, (res[0].mean_score, res[1].mean_score)
+
+
+def test_summarised_perplexity_is_token_weighted_and_overflows_to_inf():
+    from interp_steer.evaluation.calibration import _perplexity
+    from interp_steer.evaluation.openended import _summarise
+
+    res = _summarise([(2.0, 2), (4.0, 2), (0.0, 0)])
+    assert res.perplexity == pytest.approx(math.exp(1.5)) and res.n_tokens == 4 and res.n_sequences == 3
+    assert res.per_sequence_nll == [1.0, 2.0, None]
+    huge = [(800.0 * 3, 3)]  # exp(800) overflows a float
+    assert _summarise(huge).perplexity == math.inf and _perplexity(huge) == math.inf
+    assert _summarise([(float("inf"), 2)]).perplexity == math.inf
+    with pytest.raises(InterpSteerError, match="no tokens"):
+        _perplexity([(0.0, 0)])

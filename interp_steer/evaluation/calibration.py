@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from interp_steer.errors import InterpSteerError
+from interp_steer.evaluation.openended import _summarise
 from interp_steer.evaluation.shared_layers import SharedLayers, resolve
 from interp_steer.steering.vector import SteeringVector
 
@@ -290,11 +291,7 @@ def _doc_nll(model: Any, seqs: Sequence[Sequence[int]], vector: SteeringVector |
 
 
 def _perplexity(pairs: Sequence[tuple[float, int]]) -> float:
-    n = sum(k for _, k in pairs)
-    if n == 0:
-        raise InterpSteerError("no tokens to compute a perplexity on")
-    total = sum(s for s, _ in pairs)
-    return math.exp(total / n) if math.isfinite(total) and total / n < 700 else math.inf
+    return _summarise(pairs).perplexity
 
 
 def _ratio(model: Any, docs: Sequence[str], vector: SteeringVector, strength: float, sae: Any | None,

@@ -109,12 +109,14 @@ def repetition(texts: Sequence[str], n: int = 3) -> float:
 
 
 def _summarise(pairs: Sequence[tuple[float, int]]) -> PerplexityResult:
+    """Token-weighted perplexity of ``(summed NLL, n tokens)`` per sequence; ``inf`` when it overflows."""
     total = sum(s for s, _ in pairs)
     n = sum(k for _, k in pairs)
     if n == 0:
         raise InterpSteerError("no tokens to compute a perplexity on (all sequences empty)")
     mean = total / n
-    return PerplexityResult(perplexity=math.exp(mean), mean_nll=mean, n_tokens=n, n_sequences=len(pairs),
+    ppl = math.exp(mean) if math.isfinite(mean) and mean < 700 else math.inf
+    return PerplexityResult(perplexity=ppl, mean_nll=mean, n_tokens=n, n_sequences=len(pairs),
                             per_sequence_nll=[s / k if k else None for s, k in pairs])
 
 
