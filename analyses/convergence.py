@@ -8,8 +8,12 @@ YaPO paper's criterion), plus the held-out preference accuracy at +λ and −λ.
 
     python analyses/convergence.py                       # culture (morocco), layer 15, batch 4, lr 5e-2
     python analyses/convergence.py --data bipo:power-seeking --max-steps 300 --lrs 5e-4 5e-3
-    python analyses/convergence.py --data bipo:jailbreak --max-pairs 1000 --preset paper --checkpoint-every 20 \
-        --output-dir benchmarks/results/convergence_paper    # the official recipe, resumable across sessions
+    python analyses/convergence.py --data bipo:jailbreak --max-pairs 1000 --preset paper --checkpoint-every 5 \
+        --methods yapo --output-dir benchmarks/results/convergence_paper/yapo   # the official recipe, resumable
+    # (the same with bipo in a second process), then both in one table and figure, without retraining:
+    python analyses/convergence.py --data bipo:jailbreak --max-pairs 1000 --preset paper --checkpoint-every 5 \
+        --include-runs benchmarks/results/convergence_paper/{yapo,bipo}/convergence.json \
+        --output-dir benchmarks/results/convergence_paper
 
 With ``--preset paper`` the run uses the official hyper-parameters (lr 5e-4, 4 pairs × 8 accumulation = 32 pairs
 per optimiser step, 100 warm-up steps, cosine, 20 epochs) unless ``--lrs`` / ``--batch-size`` /
@@ -98,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=10)
     p.add_argument("--max-pairs", type=int, default=None, help="cap on training pairs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--include-runs", default=None,
-                   help="convergence.json of an earlier run with the same settings: its runs are reused")
+    p.add_argument("--include-runs", nargs="+", default=None,
+                   help="convergence.json files of earlier runs with the same settings (e.g. one per method, run "
+                        "side by side in two processes): their runs are reused")
     p.add_argument("--output-dir", default="results/convergence")
     args = resolve_defaults(p.parse_args(argv))
 
@@ -123,16 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_pairs:
         train = train[: args.max_pairs]
     runs: list[dict[str, Any]] = []
-    if args.include_runs:
-        earlier = json.loads(Path(args.include_runs).read_text())
+    for earlier_path in args.include_runs or []:
+        earlier = json.loads(Path(earlier_path).read_text())
         same = ("data", "country", "layer", "batch_size", "max_steps", "seed", "max_pairs", "preset")
         diff = [k for k in same if earlier["settings"].get(k) != vars(args).get(k)]
         if diff:
-            sys.exit(f"convergence: --include-runs was made with other settings: {', '.join(diff)}")
+            sys.exit(f"convergence: {earlier_path} was made with other settings: {', '.join(diff)}")
         levels = sorted({args.threshold, *args.also}, reverse=True)
         for r in earlier["runs"]:  # older files lack the per-level figures: recompute them from the losses
+            if any(q["method"] == r["method"] and q["lr"] == r["lr"] for q in runs):
+                continue
             r["steps_to"] = {str(t): steps_to_threshold(r["losses"], t, args.window) for t in levels}
-        runs.extend(earlier["runs"])
+            runs.append(r)
     from interp_steer.methods.preference import preference_config
 
     base = preference_config(args.preset)

@@ -21,6 +21,7 @@ from interp_steer.methods.preference import (
     evaluate_pairs,
     fast_step_loss,
     latent_support,
+    length_buckets,
     lr_at,
     make_intervention,
     preference_config,
@@ -96,6 +97,52 @@ def test_fast_step_matches_reference_and_direct(tiny_model, method, direction):
     (g_cached,) = torch.autograd.grad(cached, v)
     assert abs(cached.item() - fast.item()) < 1e-5
     torch.testing.assert_close(g_cached, g_fast, atol=1e-6, rtol=1e-5)
+
+
+def test_length_buckets_cover_every_sequence_once_with_bounded_padding():
+    lengths = [300, 40, 280, 45, 310, 38, 250, 52]  # jailbreak-like: long chosen, short rejected answers
+    buckets = length_buckets(lengths, slack=1.15)
+    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
+    assert all(len({lengths[i] > 100 for i in b}) == 1 for b in buckets)  # short and long never share a batch
+    for b in buckets:
+        longest = max(lengths[i] for i in b)
+        assert len(b) * longest <= 1.15 * sum(lengths[i] for i in b) or len(b) == 1
+    padded_one_batch = len(lengths) * max(lengths)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in buckets)
+    assert padded < 0.6 * padded_one_batch
+    assert length_buckets([]) == [] and length_buckets([5]) == [[0]]
+
+
+@pytest.mark.parametrize("method", ["bipo", "yapo"])
+def test_fast_step_with_length_buckets_matches_reference(tiny_model, method):
+    """Pairs with a long chosen and a short rejected answer run as several length buckets: same loss and
+    gradient as one padded batch (reference_step_loss), and the reference log-probs in the original order."""
+    long = " ".join(["a very long and winding answer about tea"] * 6)
+    pairs = [PreferenceExample(p.prompt, long + p.chosen, p.rejected) for p in PAIRS[:4]]
+    sae = make_sae("jumprelu", tiny_model.cfg.d_model, 64, TINY_HOOK) if method == "yapo" else None
+    data = prepare_pairs(tiny_model, pairs)
+    assert len(length_buckets([len(x) for x in data.ids])) >= 2
+    compute_reference_logp(tiny_model, data, TINY_HOOK, cache_prefix=True)
+    assert data.prefix is not None and [p.shape[0] for p in data.prefix] == [len(x) for x in data.ids]
+    one_by_one = torch.cat([reference_step_loss_logp0(tiny_model, data, [j]) for j in range(len(data.ids))])
+    torch.testing.assert_close(data.ref_logp, one_by_one, atol=1e-4, rtol=1e-5)
+    torch.manual_seed(1)
+    v = (torch.randn(64 if method == "yapo" else tiny_model.cfg.d_model) * 0.5).requires_grad_(True)
+    iv = make_intervention(method, v, sae)
+    fast, _ = fast_step_loss(tiny_model, data, [0, 1, 2, 3], iv, TINY_HOOK, -1.0, 1.3, 0.1)
+    (g_fast,) = torch.autograd.grad(fast, v)
+    ref, _ = reference_step_loss(tiny_model, data, [0, 1, 2, 3], iv, TINY_HOOK, -1.0, 1.3, 0.1)
+    (g_ref,) = torch.autograd.grad(ref, v)
+    assert abs(fast.item() - ref.item()) < 1e-4
+    torch.testing.assert_close(g_fast, g_ref, atol=1e-5, rtol=1e-4)
+
+
+def reference_step_loss_logp0(model, data, seqs):
+    from interp_steer.methods.preference import _batch_tokens, _response_logp_from_logits
+
+    tokens, mask, starts = _batch_tokens(model, data, seqs)
+    with torch.no_grad():
+        return _response_logp_from_logits(model(tokens), tokens, mask, starts)
 
 
 @pytest.mark.parametrize("positions", ["after_instruction", "generated"])

@@ -317,16 +317,48 @@ def _masked(intervention: Intervention, strength: float, starts: torch.Tensor | 
     return transform
 
 
+def length_buckets(lengths: Sequence[int], slack: float = 1.15) -> list[list[int]]:
+    """Positions of ``lengths`` grouped into forward batches with little padding: sorted by length, a batch
+    grows while its padded size (rows × longest) stays within ``slack`` × its real tokens.
+
+    A (prompt, chosen) / (prompt, rejected) batch padded to its longest answer can be mostly padding (jailbreak:
+    ≈ 250-token chosen against ≈ 50-token rejected sequences), and causal attention makes each row's result
+    independent of the others, so the buckets give the same log-probs for less compute."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    buckets: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in order:
+        n = lengths[i]
+        if current and (len(current) + 1) * n > slack * (real + n):
+            buckets.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += n
+    if current:
+        buckets.append(current)
+    return buckets
+
+
 def fast_step_loss(model: Any, data: PreparedPairs, pair_idx: Sequence[int], intervention: Intervention,
                    hook: str, direction: float, strength: float, beta: float, positions: str = "all"):
-    """Loss of one step with the optimised forward (prefix without grad, cached reference, response logits)."""
+    """Loss of one step with the optimised forward (prefix without grad, cached reference, response logits,
+    sequences batched by length: :func:`length_buckets`)."""
     if data.ref_logp is None:
         raise InterpSteerError("reference log-probs missing: call compute_reference_logp first")
     seqs = [j for i in pair_idx for j in (2 * i, 2 * i + 1)]
-    tokens, mask, starts = _batch_tokens(model, data, seqs)
-    transform = _masked(intervention, direction * strength, _policy_starts(data, seqs, positions))
-    prefix = _cached_prefix(data, seqs, tokens.shape[1], tokens.device) if data.prefix is not None else None
-    logp_v = _Forward(model, hook).response_logp(tokens, mask, starts, transform, prefix)
+    fwd = _Forward(model, hook)
+    parts, where = [], []
+    for bucket in length_buckets([len(data.ids[j]) for j in seqs]):
+        group = [seqs[b] for b in bucket]
+        tokens, mask, starts = _batch_tokens(model, data, group)
+        transform = _masked(intervention, direction * strength, _policy_starts(data, group, positions))
+        prefix = _cached_prefix(data, group, tokens.shape[1], tokens.device) if data.prefix is not None else None
+        parts.append(fwd.response_logp(tokens, mask, starts, transform, prefix))
+        where.extend(bucket)
+    inverse = torch.empty(len(seqs), dtype=torch.long)
+    inverse[torch.tensor(where)] = torch.arange(len(seqs))
+    logp_v = torch.cat(parts)[inverse.to(parts[0].device)]
     logp_0 = data.ref_logp[seqs].to(logp_v.device)
     return dpo_loss(logp_v, logp_0, direction, beta)
 
@@ -359,19 +391,21 @@ def compute_reference_logp(model: Any, data: PreparedPairs, hook: str, batch_siz
     """Unsteered response log-probs of every sequence (once); with ``cache_prefix`` also keep each
     sequence's activation at ``hook`` (it does not depend on ``v``) for the fast steps."""
     fwd = _Forward(model, hook)
-    out = []
     keep = cache_prefix and fwd.split is not None
-    prefix: list[torch.Tensor] = []
-    for start in tqdm(range(0, len(data.ids), batch_size), desc="reference log-probs", disable=not progress,
-                      leave=False):
-        seqs = list(range(start, min(start + batch_size, len(data.ids))))
+    n = len(data.ids)
+    ref = torch.zeros(n)
+    prefix: list[torch.Tensor | None] = [None] * n
+    order = sorted(range(n), key=lambda i: (len(data.ids[i]), i))  # batches of similar length: little padding
+    for start in tqdm(range(0, n, batch_size), desc="reference log-probs", disable=not progress, leave=False):
+        seqs = order[start : start + batch_size]
         tokens, mask, starts = _batch_tokens(model, data, seqs)
         h = fwd.prefix(tokens) if fwd.split is not None else None
-        out.append(fwd.response_logp(tokens, mask, starts, None, h).cpu())
+        ref[torch.tensor(seqs)] = fwd.response_logp(tokens, mask, starts, None, h).cpu().float()
         if keep and h is not None:
-            prefix.extend(h[row, : len(data.ids[j])].clone() for row, j in enumerate(seqs))
-    data.ref_logp = torch.cat(out)
-    data.prefix = prefix if keep else None
+            for row, j in enumerate(seqs):
+                prefix[j] = h[row, : len(data.ids[j])].clone()
+    data.ref_logp = ref
+    data.prefix = [p for p in prefix if p is not None] if keep else None
     return data.ref_logp
 
 
