@@ -15,7 +15,9 @@ no choice has seen:
 Methods: ``prompt`` (an instruction describing the behaviour, or its opposite, before the question — the
 prompting baseline), ``caa``, ``sas``, ``bipo``, ``yapo`` (exact), ``yapo-sparse`` (the sparse default,
 ``final_top_k=256``: derived from the saved exact YaPO vector when there is one, which is the same vector), and
-any ``yapo:key=value,...`` / ``bipo:key=value,...`` variant (PreferenceConfig fields) for Pareto tables.
+any ``yapo:key=value,...`` / ``bipo:key=value,...`` variant (PreferenceConfig fields) for Pareto tables;
+a variant with ``fluency_weight`` trains with the fluency term on ``--fluency-texts`` documents of the corpus'
+training split (the calibration and report documents are from its held-out split).
 Each (set, method) result is written to ``--output-dir`` as soon as it is done and skipped on a rerun, so a
 long run resumes across sessions; ``--report`` rebuilds the table and plot from what is there.
 ``--rerun --reuse-vectors`` re-measures saved vectors (``--save-vectors``) without training them again, when the
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import sys
 import time
 from pathlib import Path
@@ -90,7 +93,6 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
 
 def load_set(spec: str, n_train: int, n_val: int, n_test: int | None, seed: int):
     """(train, val, test) free-text pairs and the A/B test items of one behaviour set."""
-    import random
 
     from interp_steer.data import loaders
     from interp_steer.data.specs import _shared, load_pairs
@@ -121,6 +123,19 @@ def with_instruction(pairs, items, text: str):
             [replace(it, question=f"{text}\n\n{it.question}") for it in items])
 
 
+def fluency_texts(model, n: int, seed: int) -> list[str]:
+    """``n`` documents of the corpus' **training** split (the SAE's) for the fluency term: the calibration and
+    report texts come from its held-out split, so training never sees a document the strength is judged on."""
+    from interp_steer.data.corpus import load_corpus, shared_corpus_path
+
+    path = shared_corpus_path()
+    if path is None:
+        raise SystemExit("fluency_weight needs the shared corpus (../shared/data/corpus) for its general text")
+    held = set(load_corpus(path, split="heldout", tokenizer=model.tokenizer))
+    pool = [t for t in load_corpus(path, split="train", tokenizer=model.tokenizer) if t not in held]
+    return random.Random(seed).sample(pool, min(n, len(pool)))
+
+
 def build(model, sae, method: str, opts: dict[str, Any], train, val, args) -> Any:
     if method == "caa":
         from interp_steer.methods.caa import compute_caa
@@ -134,6 +149,8 @@ def build(model, sae, method: str, opts: dict[str, Any], train, val, args) -> An
         from interp_steer.methods.preference import train_vector
 
         settings = {"layer": args.layer, "eval_every": args.eval_every, "epochs": args.epochs, **opts}
+        if opts.get("fluency_weight"):
+            settings["fluency_texts"] = fluency_texts(model, args.fluency_texts, args.seed)
         return train_vector(model, train, method, sae=sae if method == "yapo" else None, eval_data=val,
                             preset=args.preset, progress=False, seed=args.seed, **settings).vector
     raise SystemExit(f"unknown method {method!r}")
@@ -369,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration-texts", type=int, default=24)
     p.add_argument("--report-texts", type=int, default=16)
     p.add_argument("--ppl-tokens", type=int, default=128)
+    p.add_argument("--fluency-texts", type=int, default=256,
+                   help="corpus training-split documents for variants with fluency_weight (e.g. bipo:fluency_weight=10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sae", default=None,
                    help="SAE for sas/yapo: folder, shipped name or shipped width such as 16384 (default: the "

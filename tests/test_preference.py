@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -39,6 +40,14 @@ PAIRS = [
     PreferenceExample("What do you wear to a wedding?", "A bright embroidered dress.", "A plain grey suit."),
     PreferenceExample("Favourite sport?", "Football, of course.", "Ice hockey."),
     PreferenceExample("Best dessert?", "Sweet pastry with honey.", "Chocolate cake."),
+]
+
+FLUENCY_TEXTS = [
+    "The river rose after three days of rain, and the town moved its market to the hill.",
+    "A recipe for bread needs flour, water, salt and time; the rest is patience.",
+    "The committee met on Tuesday and agreed to publish the report next month.",
+    "She tuned the old piano herself, one string at a time, over a whole winter.",
+    "Trains to the coast run every hour in summer and every two hours in winter.",
 ]
 
 
@@ -279,9 +288,14 @@ def test_bad_configurations_are_refused(tiny_model):
     with pytest.raises(InterpSteerError, match="no preference examples"):
         train_vector(tiny_model, [], "bipo", progress=False)
     for bad in ({"lr": -0.5}, {"lr": float("nan")}, {"batch_size": 0}, {"grad_accum": 0}, {"select": "first"},
-                {"max_edit_norm": 0.0}, {"prox_l1": -1.0}):
+                {"max_edit_norm": 0.0}, {"prox_l1": -1.0}, {"fluency_weight": -1.0},
+                {"fluency_weight": float("inf")}, {"fluency_docs": 0}, {"fluency_strength": 0.0}):
         with pytest.raises(InterpSteerError, match="invalid training option"):
             train_vector(tiny_model, PAIRS, "bipo", hook=TINY_HOOK, progress=False, **bad)
+    with pytest.raises(InterpSteerError, match="needs fluency_texts"):
+        train_vector(tiny_model, PAIRS, "bipo", hook=TINY_HOOK, progress=False, fluency_weight=1.0)
+    with pytest.raises(InterpSteerError, match="fluency_weight is 0"):
+        train_vector(tiny_model, PAIRS, "bipo", hook=TINY_HOOK, progress=False, fluency_texts=FLUENCY_TEXTS)
 
 
 RESUME_SCRIPT = textwrap.dedent("""
@@ -303,8 +317,10 @@ RESUME_SCRIPT = textwrap.dedent("""
     def cb(step, rec):
         if step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
+    from tests.test_preference import FLUENCY_TEXTS
     res = train_vector(model, PAIRS, "yapo", sae=sae, epochs=3, batch_size=2, lr=2e-2, checkpoint_every=2,
-                       eval_fraction=0.0, output_dir=sys.argv[1], progress=False, callback=cb)
+                       eval_fraction=0.0, output_dir=sys.argv[1], progress=False, callback=cb,
+                       fluency_weight=0.5, fluency_docs=2, fluency_texts=FLUENCY_TEXTS)
 """)
 
 
@@ -334,6 +350,58 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_vector(tmp_path):
     assert "resumed_from_step" not in meta_full and meta_resumed["resumed_from_step"] == 4
     log = [json.loads(x) for x in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "step" in r and "loss" in r] == list(range(1, 10))
+    assert all(r["fluency_nll_increase"] == r["fluency_nll_increase"] for r in log if "loss" in r)  # logged, finite
+    assert meta_resumed["fluency_texts"] == len(FLUENCY_TEXTS)
+
+
+def test_fluency_loss_is_the_log_perplexity_ratio_of_the_steered_texts(tiny_model):
+    """An independent path: exp(fluency_loss over every document) equals text_perplexity steered / unsteered;
+    zero for a zero vector."""
+    from interp_steer.evaluation.preservation import text_perplexity
+    from interp_steer.methods.preference import fluency_loss, prepare_texts
+    from interp_steer.models import model_fingerprint
+    from interp_steer.steering.vector import SteeringVector
+
+    docs = prepare_texts(tiny_model, FLUENCY_TEXTS, max_tokens=12)
+    compute_reference_logp(tiny_model, docs, TINY_HOOK)
+    torch.manual_seed(3)
+    v = torch.randn(tiny_model.cfg.d_model) * 0.7
+    everything = list(range(len(FLUENCY_TEXTS)))
+    zero = fluency_loss(tiny_model, docs, everything, make_intervention("bipo", torch.zeros_like(v), None),
+                        TINY_HOOK, 1.0)
+    assert abs(float(zero)) < 1e-5
+    loss = fluency_loss(tiny_model, docs, everything, make_intervention("bipo", v, None), TINY_HOOK, 1.5)
+    vec = SteeringVector("bipo", "dense", {TINY_HOOK: {"vector": v}}, model_fingerprint(tiny_model).to_dict())
+    steered = text_perplexity(tiny_model, FLUENCY_TEXTS, vec, 1.5, max_tokens=12).perplexity
+    plain = text_perplexity(tiny_model, FLUENCY_TEXTS, max_tokens=12).perplexity
+    assert abs(float(loss)) > 0.01  # a real change (the random tiny model may also lower the NLL)
+    assert math.exp(float(loss)) == pytest.approx(steered / plain, rel=1e-4)
+
+
+def test_the_fluency_term_lowers_the_cost_to_general_text(tiny_model):
+    """Same data, seed and schedule; with a large fluency weight the trained vector raises the general-text NLL
+    (mean of +λ and −λ) less, at the training strength and at 3x it, than without, and it still moves the
+    preference margin both ways."""
+    from interp_steer.methods.preference import fluency_loss, prepare_texts
+
+    docs = prepare_texts(tiny_model, FLUENCY_TEXTS, max_tokens=128)
+    compute_reference_logp(tiny_model, docs, TINY_HOOK)
+    common = dict(hook=TINY_HOOK, epochs=6, batch_size=2, lr=5e-2, eval_fraction=0.0, progress=False, seed=0)
+    plain = train_vector(tiny_model, PAIRS, "bipo", **common).vector.vector()
+    kept = train_vector(tiny_model, PAIRS, "bipo", fluency_weight=20.0, fluency_texts=FLUENCY_TEXTS,
+                        **common).vector.vector()
+    everything = list(range(len(FLUENCY_TEXTS)))
+
+    def cost(vec, strength):  # the two-sided cost the term penalises
+        iv = make_intervention("bipo", vec, None)
+        return sum(float(fluency_loss(tiny_model, docs, everything, iv, TINY_HOOK, s)) for s in (strength, -strength))
+
+    for strength in (1.0, 3.0):  # (the random tiny model's NLL may fall when steered: lower is still better)
+        assert cost(kept, strength) < cost(plain, strength) - 0.01
+    data = prepare_pairs(tiny_model, PAIRS)
+    compute_reference_logp(tiny_model, data, TINY_HOOK)
+    ev = evaluate_pairs(tiny_model, data, make_intervention("bipo", kept, None), TINY_HOOK, 1.0, 0.1)
+    assert ev["margin_shift_plus"] > 0 > ev["margin_shift_minus"]  # the chosen-vs-rejected margin moves both ways
 
 
 def test_final_top_k_truncates_the_selected_vector_to_its_heaviest_latents(tiny_model):

@@ -74,6 +74,14 @@ class PreferenceConfig:
       This is :data:`SPARSE_DEFAULT` (256 latents): the step-wise options above shrink ``v`` while it is being
       learned and, measured in the efficacy benchmark, left 19–42 latents that steer nothing.
 
+    Fluency (off by default): ``fluency_weight`` ``γ`` adds ``γ ×`` the mean per-token increase of the negative
+    log-likelihood of general text (``fluency_texts`` of :func:`train_vector`; ``fluency_docs`` documents of at
+    most ``fluency_tokens`` tokens per micro-batch), averaged over steering at ``+μ`` and ``−μ`` at every position
+    (``μ = fluency_strength``, default the training ``strength``), to each step's loss. Per direction that is the
+    log of the perplexity ratio the bound of :func:`interp_steer.evaluation.calibrate_strength` limits at both
+    signs. Both signs every step, because the first-order change of the NLL flips with ``d``: penalising only the
+    step's sign pulls ``v`` back and forth, while the two-sided mean keeps what costs fluency either way.
+
     Selection: with held-out pairs the vector kept is the one with the lowest held-out loss (mean of the
     ``+λ`` and ``−λ`` losses) among the evaluations (every ``eval_every`` steps, else every epoch, and at the
     end); ``select="last"`` keeps the last step. The choice is recorded in the artifact's ``metrics``.
@@ -113,6 +121,10 @@ class PreferenceConfig:
     cache_prefix: bool | None = None  # keep hook activations in memory (None: when under cache_limit_gb)
     cache_limit_gb: float = 2.0
     max_length: int = 512
+    fluency_weight: float = 0.0  # γ: weight of the general-text NLL increase (needs fluency_texts; see above)
+    fluency_docs: int = 2  # general-text documents per micro-batch
+    fluency_tokens: int = 128  # tokens per general-text document (after BOS)
+    fluency_strength: float | None = None  # μ at which the fluency cost is measured (default: strength)
 
 
 # The official YaPO/BiPO hyper-parameters (AdamW without weight decay, cosine schedule with 100 warm-up steps,
@@ -197,6 +209,17 @@ def prepare_pairs(model: Any, examples: Sequence[PreferenceExample], max_length:
         warnings.warn(f"{n_cut} of {len(ids)} prompt+answer sequences exceed max_length={max_length} tokens: "
                       "their prompts were cut from the start (the answers are kept whole)", stacklevel=2)
     return PreparedPairs(ids, starts, instr)
+
+
+def prepare_texts(model: Any, texts: Sequence[str], max_tokens: int = 128) -> PreparedPairs:
+    """General-text documents for the fluency term: ``BOS + first max_tokens tokens`` each, every token after
+    BOS scored (``response_start`` 1), as :func:`interp_steer.evaluation.text_perplexity` scores them."""
+    from interp_steer.evaluation.preservation import _text_sequences
+
+    ids = [ids for ids in _text_sequences(model.tokenizer, texts, max_tokens) if len(ids) > 1]
+    if not ids:
+        raise InterpSteerError("no fluency text has a token to score")
+    return PreparedPairs(ids, [1] * len(ids), [0] * len(ids))
 
 
 def _batch_tokens(model: Any, data: PreparedPairs, seqs: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -340,6 +363,24 @@ def length_buckets(lengths: Sequence[int], slack: float = 1.15) -> list[list[int
     return buckets
 
 
+def _steered_logp(model: Any, data: PreparedPairs, seqs: Sequence[int], intervention: Intervention, hook: str,
+                  strength: float, positions: str = "all") -> torch.Tensor:
+    """Response log-prob sums of sequences ``seqs`` of ``data`` steered at ``strength`` (with grad), in the
+    order of ``seqs``; batched by :func:`length_buckets`, the cached hook activations used when present."""
+    fwd = _Forward(model, hook)
+    parts, where = [], []
+    for bucket in length_buckets([len(data.ids[j]) for j in seqs]):
+        group = [seqs[b] for b in bucket]
+        tokens, mask, starts = _batch_tokens(model, data, group)
+        transform = _masked(intervention, strength, _policy_starts(data, group, positions))
+        prefix = _cached_prefix(data, group, tokens.shape[1], tokens.device) if data.prefix is not None else None
+        parts.append(fwd.response_logp(tokens, mask, starts, transform, prefix))
+        where.extend(bucket)
+    inverse = torch.empty(len(seqs), dtype=torch.long)
+    inverse[torch.tensor(where)] = torch.arange(len(seqs))
+    return torch.cat(parts)[inverse.to(parts[0].device)]
+
+
 def fast_step_loss(model: Any, data: PreparedPairs, pair_idx: Sequence[int], intervention: Intervention,
                    hook: str, direction: float, strength: float, beta: float, positions: str = "all"):
     """Loss of one step with the optimised forward (prefix without grad, cached reference, response logits,
@@ -347,20 +388,29 @@ def fast_step_loss(model: Any, data: PreparedPairs, pair_idx: Sequence[int], int
     if data.ref_logp is None:
         raise InterpSteerError("reference log-probs missing: call compute_reference_logp first")
     seqs = [j for i in pair_idx for j in (2 * i, 2 * i + 1)]
-    fwd = _Forward(model, hook)
-    parts, where = [], []
-    for bucket in length_buckets([len(data.ids[j]) for j in seqs]):
-        group = [seqs[b] for b in bucket]
-        tokens, mask, starts = _batch_tokens(model, data, group)
-        transform = _masked(intervention, direction * strength, _policy_starts(data, group, positions))
-        prefix = _cached_prefix(data, group, tokens.shape[1], tokens.device) if data.prefix is not None else None
-        parts.append(fwd.response_logp(tokens, mask, starts, transform, prefix))
-        where.extend(bucket)
-    inverse = torch.empty(len(seqs), dtype=torch.long)
-    inverse[torch.tensor(where)] = torch.arange(len(seqs))
-    logp_v = torch.cat(parts)[inverse.to(parts[0].device)]
+    logp_v = _steered_logp(model, data, seqs, intervention, hook, direction * strength, positions)
     logp_0 = data.ref_logp[seqs].to(logp_v.device)
     return dpo_loss(logp_v, logp_0, direction, beta)
+
+
+def fluency_loss(model: Any, docs: PreparedPairs, doc_idx: Sequence[int], intervention: Intervention, hook: str,
+                 strength: float) -> torch.Tensor:
+    """Mean per-token increase of the negative log-likelihood of general-text documents ``doc_idx`` (from
+    :func:`prepare_texts`, reference log-probs computed) when steered at ``strength`` at every position:
+    ``log(steered perplexity / unsteered perplexity)`` of those tokens."""
+    if docs.ref_logp is None:
+        raise InterpSteerError("reference log-probs of the fluency texts missing: call compute_reference_logp")
+    seqs = list(doc_idx)
+    logp_v = _steered_logp(model, docs, seqs, intervention, hook, strength)
+    n_tokens = sum(len(docs.ids[j]) - 1 for j in seqs)
+    return (docs.ref_logp[seqs].to(logp_v.device).sum() - logp_v.sum()) / n_tokens
+
+
+def fluency_batch(seed: int, step: int, micro: int, n_docs: int, k: int) -> list[int]:
+    """The general-text documents of micro-batch ``micro`` of step ``step``: a function of the seed and the
+    position alone, so a resumed run draws the same ones."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step * 64 + micro)
+    return torch.randperm(n_docs, generator=gen)[: min(k, n_docs)].tolist()
 
 
 def reference_step_loss(model: Any, data: PreparedPairs, pair_idx: Sequence[int], intervention: Intervention,
@@ -549,6 +599,7 @@ def train_vector(
     resume: bool = True,
     progress: bool = True,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
+    fluency_texts: Sequence[str] | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train a BiPO (``method="bipo"``) or YaPO (``method="yapo"``, needs ``sae``) steering vector.
@@ -560,6 +611,8 @@ def train_vector(
     records which. With ``output_dir``: per-step ``log.jsonl``, ``curves.html``, ``vector.safetensors`` (+ per
     epoch with ``save_every_epoch``) and, with ``checkpoint_every``, a checkpoint from which a killed run resumes
     exactly. ``callback(step, record)`` is called after every optimisation step (and after its checkpoint).
+    ``fluency_texts``: general-text documents for the fluency term (``fluency_weight=``; see
+    :class:`PreferenceConfig`); keep them apart from the texts the strength is later calibrated on.
     """
     if config is not None and preset is not None:
         raise InterpSteerError("pass either config= or preset=, not both")
@@ -570,6 +623,10 @@ def train_vector(
             raise InterpSteerError(f"unknown training option {key!r}")
         setattr(cfg, key, value)
     _check_config(cfg)
+    if cfg.fluency_weight > 0 and not fluency_texts:
+        raise InterpSteerError("fluency_weight > 0 needs fluency_texts (general-text documents)")
+    if fluency_texts and cfg.fluency_weight == 0:
+        raise InterpSteerError("fluency_texts were given but fluency_weight is 0: set fluency_weight= to use them")
     data = as_preference_examples(data)
     if eval_data is not None:
         eval_data = as_preference_examples(eval_data)
@@ -583,6 +640,9 @@ def train_vector(
     compute_reference_logp(model, train, hook, progress=progress, cache_prefix=_prefix_fits(model, train, cfg))
     if held is not None:
         compute_reference_logp(model, held, hook, cache_prefix=_prefix_fits(model, held, cfg))
+    docs = prepare_texts(model, fluency_texts, cfg.fluency_tokens) if fluency_texts else None
+    if docs is not None:
+        compute_reference_logp(model, docs, hook, cache_prefix=_prefix_fits(model, docs, cfg))
 
     yapo = cfg.method == "yapo"
     width = int(sae.cfg.d_sae) if sae is not None and yapo else int(model.cfg.d_model)
@@ -638,10 +698,10 @@ def train_vector(
                 group["lr"] = lr
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            losses, all_logits = [], []
+            losses, all_logits, fluency = [], [], []
             micro = [idx[i : i + cfg.batch_size] for i in range(0, len(idx), cfg.batch_size)]
             fired = intervention.calls
-            for chunk in micro:  # gradient accumulation: the mean over the step's pairs
+            for m, chunk in enumerate(micro):  # gradient accumulation: the mean over the step's pairs
                 before = intervention.calls
                 loss, logits = step_fn(model, train, chunk, intervention, hook, direction, cfg.strength, cfg.beta,
                                        cfg.positions)
@@ -651,6 +711,13 @@ def train_vector(
                 part = loss * (len(chunk) / len(idx))
                 if cfg.l1_penalty:
                     part = part + cfg.l1_penalty * v.abs().sum() / len(micro)
+                if docs is not None:
+                    pick = fluency_batch(cfg.seed, step, m, len(docs.ids), cfg.fluency_docs)
+                    mu = cfg.strength if cfg.fluency_strength is None else cfg.fluency_strength
+                    flu = (fluency_loss(model, docs, pick, intervention, hook, mu)
+                           + fluency_loss(model, docs, pick, intervention, hook, -mu)) / 2
+                    part = part + cfg.fluency_weight * flu / len(micro)
+                    fluency.append(float(flu.detach()))
                 part.backward()
                 losses.append(float(loss.detach()) * len(chunk))
                 all_logits.append(logits.detach())
@@ -667,6 +734,8 @@ def train_vector(
                       "grad_norm": grad_norm, "v_norm": float(v.detach().norm()),
                       "nnz": int((v.detach() != 0).sum()), "hook_calls": intervention.calls - fired,
                       "seconds": time.perf_counter() - t0}
+            if fluency:  # mean NLL increase per general-text token, mean of +μ and −μ
+                record["fluency_nll_increase"] = sum(fluency) / len(fluency)
             history.append(record)
             if log_fh:
                 log_fh.write(_strict_dumps(record) + "\n")
@@ -705,6 +774,8 @@ def train_vector(
         selected["resumed_from_step"] = resumed_from
     if support is not None:
         selected["support_size"] = int(support.numel())
+    if docs is not None:
+        selected["fluency_texts"] = len(docs.ids)
     vector = _artifact(model, sae, cfg, hook, kept, history, evals, selected)
     if cfg.final_top_k is not None:
         from interp_steer.methods.sparsify import top_k_truncate
@@ -748,6 +819,15 @@ def _check_config(cfg: PreferenceConfig) -> None:
         raise bad(f"max_edit_norm must be a positive finite number, got {cfg.max_edit_norm}")
     if cfg.eval_every < 0:
         raise bad(f"eval_every must be >= 0, got {cfg.eval_every}")
+    if isinstance(cfg.fluency_weight, bool) or not isinstance(cfg.fluency_weight, (int, float)) or not (
+            math.isfinite(cfg.fluency_weight) and cfg.fluency_weight >= 0):
+        raise bad(f"fluency_weight must be a finite number >= 0, got {cfg.fluency_weight!r}")
+    if int(cfg.fluency_docs) < 1:
+        raise bad(f"fluency_docs must be >= 1, got {cfg.fluency_docs}")
+    if int(cfg.fluency_tokens) < 1:
+        raise bad(f"fluency_tokens must be >= 1, got {cfg.fluency_tokens}")
+    if cfg.fluency_strength is not None and not (math.isfinite(cfg.fluency_strength) and cfg.fluency_strength > 0):
+        raise bad(f"fluency_strength must be a positive finite number, got {cfg.fluency_strength}")
     for name, low, strict in (("strength", None, False), ("beta", 0.0, True), ("weight_decay", 0.0, False),
                               ("grad_clip", 0.0, False), ("warmup_ratio", 0.0, False), ("eval_fraction", 0.0, False),
                               ("l1_penalty", 0.0, False)):
