@@ -106,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="convergence.json files of earlier runs with the same settings (e.g. one per method, run "
                         "side by side in two processes): their runs are reused")
     p.add_argument("--output-dir", default="results/convergence")
+    p.add_argument("--status", action="store_true",
+                   help="no training: summarise the step logs of the runs under --output-dir (finished or not) "
+                        "and write <output-dir>/progress.json")
     args = resolve_defaults(p.parse_args(argv))
+    if args.status:
+        return status(Path(args.output_dir), args)
 
     from interp_steer.data.specs import has_splits, load_pairs
     from interp_steer.io import write_text_atomic
@@ -187,6 +192,44 @@ def main(argv: list[str] | None = None) -> int:
     _plot(runs, args, out / "convergence.html")
     print(json.dumps({"best": summary, "bipo_over_yapo_steps": ratio, "bipo_over_yapo_steps_by_level": ratios},
                      indent=2))
+    return 0
+
+
+def status(root: Path, args: argparse.Namespace) -> int:
+    """Progress of every run under ``root`` (``**/runs/<method>_lr<lr>/log.jsonl``), finished or not: steps
+    logged, the moving-average loss now, the steps at which it first fell below each level, held-out evaluations."""
+    from interp_steer.io import write_text_atomic
+
+    logs = sorted(root.glob("**/runs/*/log.jsonl"))
+    if not logs:
+        sys.exit(f"convergence: no run logs under {root}")
+    levels = sorted({args.threshold, *args.also}, reverse=True)
+    runs = []
+    for log in logs:
+        steps: dict[int, float] = {}
+        evals = []
+        for line in log.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if "eval" in row:
+                evals.append({k: row["eval"].get(k) for k in ("step", "loss", "pref_acc_plus", "pref_acc_minus")})
+            elif "loss" in row:
+                steps[int(row["step"])] = float(row["loss"])
+        losses = [steps[k] for k in sorted(steps)]
+        if sorted(steps) != list(range(1, len(steps) + 1)):
+            sys.exit(f"convergence: {log} has gaps in its steps")
+        method, _, lr = log.parent.name.partition("_lr")
+        ma = moving_average(losses, args.window)
+        runs.append({"method": method, "lr": float(lr), "log": str(log), "steps": len(losses),
+                     "loss_ma_now": ma[-1] if ma else None, "min_loss_ma": min(ma) if ma else None,
+                     "steps_to": {str(t): steps_to_threshold(losses, t, args.window) for t in levels},
+                     "evals": evals, "losses": losses})
+        print(f"{method:5s} lr={lr}: {len(losses)} steps; loss (ma{args.window}) now {ma[-1]:.4f}, min {min(ma):.4f}; "
+              + ", ".join(f"< {t}: {runs[-1]['steps_to'][str(t)]}" for t in levels), flush=True)
+    write_text_atomic(root / "progress.json", json.dumps({"window": args.window, "runs": runs}, indent=2))
+    _plot(runs, args, root / "progress.html")
     return 0
 
 

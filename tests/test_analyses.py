@@ -61,3 +61,27 @@ def test_convergence_paper_preset_keeps_the_official_schedule(tmp_path):
     plain = conv.training_settings(ns(), "yapo", 5e-2, 68, tmp_path)
     assert plain == {"layer": 15, "seed": 0, "progress": False, "batch_size": 4, "lr": 5e-2, "max_steps": 150,
                      "epochs": 9}  # 150 steps × 4 pairs over 68 pairs
+
+
+def test_convergence_status_summarises_unfinished_runs(tmp_path, capsys):
+    """--status reads the step logs of runs split over folders (one per method), keeps the last record of a step
+    a resumed run wrote twice, and reports steps-to-level from the moving average."""
+    import json
+
+    conv = _load("convergence")
+    for method, losses in (("yapo", [0.7, 0.5, 0.2, 0.08, 0.05]), ("bipo", [0.7, 0.65, 0.6, 0.55, 0.5])):
+        run = tmp_path / method / "runs" / f"{method}_lr0.0005"
+        run.mkdir(parents=True)
+        rows = [{"step": i + 1, "loss": x} for i, x in enumerate(losses)]
+        rows.insert(2, {"step": 2, "loss": 9.0})  # superseded below by the resumed run's own step 2 (kept last)
+        rows[1], rows[2] = rows[2], rows[1]
+        rows.append({"eval": {"step": 5, "loss": 0.6, "pref_acc_plus": 0.7, "pref_acc_minus": 0.6}})
+        (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "lo')
+    assert conv.main(["--status", "--output-dir", str(tmp_path), "--window", "2", "--also", "0.6"]) == 0
+    out = json.loads((tmp_path / "progress.json").read_text())
+    runs = {r["method"]: r for r in out["runs"]}
+    assert runs["yapo"]["losses"] == [0.7, 0.5, 0.2, 0.08, 0.05] and runs["yapo"]["steps"] == 5
+    assert runs["yapo"]["steps_to"] == {"0.6": 3, "0.1": 5} and runs["bipo"]["steps_to"] == {"0.6": 4, "0.1": None}
+    assert runs["bipo"]["evals"][0]["pref_acc_plus"] == 0.7
+    assert (tmp_path / "progress.html").is_file()
+    assert "yapo  lr=0.0005: 5 steps" in capsys.readouterr().out
