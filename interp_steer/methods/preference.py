@@ -722,7 +722,7 @@ def train_vector(
                     hinge = (torch.relu(costs[0] - math.log(cfg.fluency_max_ratio))
                              + torch.relu(costs[1] - math.log(cfg.fluency_max_ratio))) / 2
                     part = part + cfg.fluency_weight * hinge / len(micro)
-                    fluency.append((float(costs[0] + costs[1]) / 2, float(hinge)))
+                    fluency.append((float((costs[0] + costs[1]).detach()) / 2, float(hinge.detach())))
                 part.backward()
                 losses.append(float(loss.detach()) * len(chunk))
                 all_logits.append(logits.detach())
