@@ -951,7 +951,7 @@ def _artifact(model: Any, sae: Any | None, cfg: PreferenceConfig, hook: str, v: 
     last = history[-1] if history else {}
     metrics = {"steps": len(history), "final_loss": last.get("loss"), "evals": evals,
                "nnz": int((tensor != 0).sum()),
-               # applications of the steering intervention over training (per step: one per micro-batch forward)
+               # applications of the steering intervention over training (per step: one per forward batch, i.e. per length bucket of each micro-batch, fluency forwards included)
                "hook_calls": {hook: sum(int(r.get("hook_calls", 0)) for r in history)}}
     if selected is not None:
         metrics["selected"] = selected
