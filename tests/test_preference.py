@@ -456,3 +456,22 @@ def test_training_counts_its_steered_forwards_and_refuses_an_unsteered_step(tiny
     monkeypatch.setattr(preference, "fast_step_loss", skips_the_vector)
     with pytest.raises(InterpSteerError, match="ran without steering"):
         preference.train_vector(tiny_model, pairs, "bipo", layer=1, max_steps=1, batch_size=2, progress=False)
+
+
+def test_a_checkpoint_made_with_other_settings_is_refused_before_training(tiny_model, tmp_path, monkeypatch):
+    common = dict(hook=TINY_HOOK, epochs=2, batch_size=2, eval_fraction=0.0, progress=False, checkpoint_every=2,
+                  output_dir=tmp_path)
+    train_vector(tiny_model, PAIRS, "bipo", lr=1e-2, max_steps=2, **common)
+    assert (tmp_path / "checkpoint" / "checkpoint.safetensors").is_file()
+    import interp_steer.methods.preference as pref
+
+    def no_forward(*a, **k):
+        raise AssertionError("the reference pass ran before the settings were checked")
+
+    with monkeypatch.context() as m:
+        m.setattr(pref, "compute_reference_logp", no_forward)
+        with pytest.raises(InterpSteerError, match=r"other settings \(lr 0.01 -> 0.02\)"):
+            train_vector(tiny_model, PAIRS, "bipo", lr=2e-2, max_steps=2, **common)
+    # settings that do not change the trajectory may differ; the run resumes from step 2
+    res = train_vector(tiny_model, PAIRS, "bipo", lr=1e-2, max_steps=2, **{**common, "checkpoint_every": 1})
+    assert res.vector.metrics["selected"]["resumed_from_step"] == 2

@@ -538,6 +538,21 @@ def _save_checkpoint(path: Path, v: torch.Tensor, opt: torch.optim.Optimizer, st
     save_safetensors_atomic(tensors, path / "checkpoint.safetensors", metadata={"interp_steer_ckpt": _strict_dumps(meta)})
 
 
+# settings that do not change the trajectory: a run may resume with other values
+_RESUME_FREE = frozenset({"checkpoint_every", "save_every_epoch", "fast", "cache_prefix", "cache_limit_gb", "preset"})
+
+
+def _check_resumable(saved: dict[str, Any], cfg: PreferenceConfig, where: Path) -> None:
+    """Refuse to resume a checkpoint whose settings differ from ``cfg`` (a field the checkpoint predates counts
+    as its default)."""
+    now, defaults = asdict(cfg), asdict(PreferenceConfig())
+    diff = [k for k in now if k not in _RESUME_FREE and saved.get(k, defaults[k]) != now[k]]
+    if diff:
+        changes = ", ".join(f"{k} {saved.get(k, defaults[k])!r} -> {now[k]!r}" for k in diff)
+        raise InterpSteerError(f"{where} was made with other settings ({changes}): resume with the same settings, "
+                               "or use another output_dir (or resume=False) to start afresh")
+
+
 def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     from safetensors import safe_open
 
@@ -634,6 +649,10 @@ def train_vector(
     if eval_data is not None:
         eval_data = as_preference_examples(eval_data)
     hook = _resolve(model, cfg, sae)
+    if output_dir and resume:  # before any forward pass: a checkpoint made with other settings is refused
+        early = _load_checkpoint(Path(output_dir) / "checkpoint")
+        if early is not None:
+            _check_resumable(early[1].get("config", {}), cfg, Path(output_dir) / "checkpoint")
     if eval_data is None:
         train_ex, eval_ex = split_examples(data, cfg.eval_fraction, cfg.seed)
     else:
