@@ -126,14 +126,15 @@ def with_instruction(pairs, items, text: str):
 def fluency_texts(model, n: int, seed: int) -> list[str]:
     """``n`` documents of the corpus' **training** split (the SAE's) for the fluency term: the calibration and
     report texts come from its held-out split, so training never sees a document the strength is judged on."""
-    from interp_steer.data.corpus import load_corpus, shared_corpus_path
+    from interp_steer.data.corpus import read_corpus, render_document, shared_corpus_path, split_corpus
 
     path = shared_corpus_path()
     if path is None:
         raise SystemExit("fluency_weight needs the shared corpus (../shared/data/corpus) for its general text")
-    held = set(load_corpus(path, split="heldout", tokenizer=model.tokenizer))
-    pool = [t for t in load_corpus(path, split="train", tokenizer=model.tokenizer) if t not in held]
-    return random.Random(seed).sample(pool, min(n, len(pool)))
+    train, held = split_corpus(read_corpus(path))  # the split load_corpus and the held-out texts use
+    seen = set(held)
+    pool = [t for t in train if t not in seen]  # a text repeated across the split stays out too
+    return [render_document(t, model.tokenizer) for t in random.Random(seed).sample(pool, min(n, len(pool)))]
 
 
 def build(model, sae, method: str, opts: dict[str, Any], train, val, args) -> Any:

@@ -649,10 +649,10 @@ def train_vector(
     if eval_data is not None:
         eval_data = as_preference_examples(eval_data)
     hook = _resolve(model, cfg, sae)
-    if output_dir and resume:  # before any forward pass: a checkpoint made with other settings is refused
-        early = _load_checkpoint(Path(output_dir) / "checkpoint")
-        if early is not None:
-            _check_resumable(early[1].get("config", {}), cfg, Path(output_dir) / "checkpoint")
+    ckpt_dir = Path(output_dir) / "checkpoint" if output_dir else None
+    loaded = _load_checkpoint(ckpt_dir) if (ckpt_dir is not None and resume) else None
+    if ckpt_dir is not None and loaded is not None:  # before any forward pass: other settings are refused
+        _check_resumable(loaded[1].get("config", {}), cfg, ckpt_dir)
     if eval_data is None:
         train_ex, eval_ex = split_examples(data, cfg.eval_fraction, cfg.seed)
     else:
@@ -681,7 +681,6 @@ def train_vector(
     decoder = sae.W_dec.detach().float() if (yapo and sae is not None) else None
 
     out_dir = Path(output_dir) if output_dir else None
-    ckpt_dir = out_dir / "checkpoint" if out_dir else None
     step = 0
     history: list[dict[str, Any]] = []
     evals: list[dict[str, Any]] = []
@@ -689,7 +688,6 @@ def train_vector(
     resumed_from: int | None = None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    loaded = _load_checkpoint(ckpt_dir) if (ckpt_dir is not None and resume) else None
     if loaded is not None:
         tensors, meta = loaded
         with torch.no_grad():
