@@ -326,6 +326,13 @@ def test_cli_output_file_that_is_a_folder(capsys, tmp_path, no_model):
     (["train-sae", "--hook", "blocks.99.hook_resid_post"], "--hook 99 is out of range"),
     (["train-sae", "--hook", "resid"], "is not a TransformerLens hook name"),
     (["train-sae", "--k", "0"], "--k must be >= 1"),
+    (["train-sae", "--aux-coefficient", "-1"], "--aux-coefficient must be >= 0"),
+    (["train-sae", "--resample-dead"], "--resample-dead needs --init-from"),
+    (["train-sae", "--init-from", "missing-sae-folder"], "SAE folder not found: missing-sae-folder"),
+    (["train-sae", "--init-from", "16384"], "is a topk SAE with 16384 latents; pass the same --architecture and "
+                                            "--d-sae (here topk, 4096)"),
+    (["train-sae", "--init-from", "16384", "--d-sae", "16384", "--resume-from", "."],
+     "--init-from cannot be combined with --resume-from"),
     (["contrastive", "--target", "local:news", "--baseline", "local:news", "--layer", "40"], "out of range"),
     (["contrastive", "--target", "local:news", "--baseline", "local:news", "--layer", "3", "--scale", "nan"],
      "--scale must be a finite number"),

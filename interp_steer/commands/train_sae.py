@@ -27,7 +27,9 @@ def cmd_train_sae(args: argparse.Namespace) -> int:
             ("--lr", args.lr, 0, True, False), ("--l1-coefficient", args.l1_coefficient, 0, False, False),
             ("--l0-coefficient", args.l0_coefficient, 0, False, False),
             ("--dead-feature-window", args.dead_feature_window, 1, False, True),
-            ("--checkpoints", args.checkpoints, 0, False, True), ("--quality-tokens", args.quality_tokens, 1, False, True)):
+            ("--checkpoints", args.checkpoints, 0, False, True), ("--quality-tokens", args.quality_tokens, 1, False, True),
+            ("--resample-tokens", args.resample_tokens, 1, False, True),
+            ("--aux-coefficient", args.aux_coefficient, 0, False, False)):
         check_number(value, flag, minimum=low, strict_min=strict, integer=integer)
     check_number(args.heldout_fraction, "--heldout-fraction", minimum=0, maximum=0.5, strict_min=True)
     if args.architecture == "topk" and args.k > args.d_sae:
@@ -44,6 +46,21 @@ def cmd_train_sae(args: argparse.Namespace) -> int:
     for flag, value in (("--resume-from", args.resume_from), ("--export-checkpoint", args.export_checkpoint)):
         if value and not Path(value).is_dir():
             raise InterpSteerError(f"{flag}: checkpoint folder not found: {value}")
+    if args.resample_dead and not args.init_from:
+        raise InterpSteerError("--resample-dead needs --init-from (the trained SAE whose dead latents to resample)")
+    if args.init_from:
+        if args.resume_from or args.export_checkpoint:
+            raise InterpSteerError("--init-from cannot be combined with --resume-from or --export-checkpoint")
+        from interp_steer.saes import resolve_sae_folder
+
+        folder = resolve_sae_folder(args.init_from)
+        if not (folder / "cfg.json").is_file():
+            raise InterpSteerError(f"--init-from: {folder} is not a sae-lens SAE folder (cfg.json missing)")
+        init_cfg = json.loads((folder / "cfg.json").read_text())
+        if init_cfg.get("d_sae") != args.d_sae or init_cfg.get("architecture") != args.architecture:
+            raise InterpSteerError(
+                f"--init-from {args.init_from} is a {init_cfg.get('architecture')} SAE with {init_cfg.get('d_sae')} "
+                f"latents; pass the same --architecture and --d-sae (here {args.architecture}, {args.d_sae})")
     model = cli._model(args)
     split = dict(heldout_fraction=args.heldout_fraction, seed=args.seed, tokenizer=model.tokenizer)
     held_docs = load_corpus(corpus_path, split="heldout", **split)
@@ -65,7 +82,9 @@ def cmd_train_sae(args: argparse.Namespace) -> int:
             training_tokens=args.training_tokens, context_size=args.context_size,
             train_batch_size_tokens=args.batch_tokens, lr=args.lr, seed=args.seed,
             n_checkpoints=args.checkpoints, resume_from_checkpoint=args.resume_from,
-            dead_feature_window=args.dead_feature_window,
+            dead_feature_window=args.dead_feature_window, init_from=args.init_from,
+            resample_dead=args.resample_dead, resample_tokens=args.resample_tokens,
+            aux_loss_coefficient=args.aux_coefficient,
         )
         train_sae(model, train_docs, config=cfg, output_dir=tmp_out, command=command, corpus_info=corpus_info,
                   progress=True)
@@ -131,6 +150,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--dead-feature-window", type=int, default=200,
                    help="steps without firing before a latent gets the TopK auxiliary loss (default: 200)")
+    p.add_argument("--aux-coefficient", type=float, default=1.0,
+                   help="weight of the TopK auxiliary (AuxK) loss that trains dead latents (default: 1.0)")
+    p.add_argument("--init-from", default=None,
+                   help="fine-tune this trained SAE (folder, shipped name or width) instead of a random one; "
+                        "the same --architecture, --d-sae, --k and --hook")
+    p.add_argument("--resample-dead", action="store_true",
+                   help="with --init-from (TopK): first give latents that never fire on --resample-tokens training "
+                        "tokens a new direction, toward the worst-reconstructed activations")
+    p.add_argument("--resample-tokens", type=int, default=65_536,
+                   help="training tokens sampled to find dead latents and seed their directions (default: 65536)")
     p.add_argument("--heldout-fraction", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoints", type=int, default=0, help="number of intermediate checkpoints")

@@ -52,6 +52,14 @@ class SAETrainingConfig:
     seed: int = 0
     n_checkpoints: int = 0
     resume_from_checkpoint: str | None = None  # a sae-lens checkpoint folder of an interrupted run
+    # fine-tune a trained SAE instead of starting from a random one: a sae-lens SAE folder, a shipped SAE's name or
+    # width (same architecture, width, k and hook as this config); training runs with fresh optimiser state
+    init_from: str | None = None
+    # with init_from (TopK): before training, give every latent that never fires on ``resample_tokens`` training
+    # tokens a new direction (interp_steer.saes.resample)
+    resample_dead: bool = False
+    resample_tokens: int = 65_536
+    aux_loss_coefficient: float = 1.0  # topk only: weight of sae-lens' AuxK dead-latent loss
     dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -85,7 +93,7 @@ def _sae_config(cfg: SAETrainingConfig, d_in: int) -> Any:
 
     common = dict(d_in=d_in, d_sae=cfg.d_sae, dtype=cfg.dtype, normalize_activations="expected_average_only_in")
     if cfg.architecture == "topk":
-        return TopKTrainingSAEConfig(k=cfg.k, **common)
+        return TopKTrainingSAEConfig(k=cfg.k, aux_loss_coefficient=cfg.aux_loss_coefficient, **common)
     if cfg.architecture == "jumprelu":
         return JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l0_coefficient, **common)
     if cfg.architecture == "standard":
@@ -129,6 +137,9 @@ def train_sae(
     if not corpus:
         raise InterpSteerError("empty corpus")
     d_in = _hook_width(model, cfg.hook)
+    init_sae = _load_init_sae(cfg, d_in, str(model.cfg.device)) if cfg.init_from else None
+    if cfg.resample_dead and init_sae is None:
+        raise InterpSteerError("resample_dead needs init_from (the trained SAE whose dead latents to resample)")
     n_steps = max(1, cfg.training_tokens // cfg.train_batch_size_tokens)
     # sae-lens' mixing buffer holds n_batches_in_buffer × context_size activations and must hold at least one
     # training batch; keep two so that its 50 % mixing has something to mix
@@ -143,6 +154,8 @@ def train_sae(
     if rows.numel() < cfg.training_tokens:
         # not enough text: sae-lens cycles through the dataset again (reported in metadata)
         cfg.extra["corpus_epochs"] = round(cfg.training_tokens / rows.numel(), 2)
+    if init_sae is not None:
+        _prepare_init_sae(model, init_sae, cfg, rows, progress)
     dataset = datasets.Dataset.from_dict({"tokens": rows.tolist()})
     runner_cfg = LanguageModelSAERunnerConfig(
         sae=_sae_config(cfg, d_in),
@@ -177,7 +190,8 @@ def train_sae(
         verbose=progress,
         n_eval_batches=2,
     )
-    runner = LanguageModelSAETrainingRunner(runner_cfg, override_dataset=dataset, override_model=model)
+    runner = LanguageModelSAETrainingRunner(runner_cfg, override_dataset=dataset, override_model=model,
+                                            override_sae=init_sae)
     training_sae = runner.run()
     if output_dir is None:
         import tempfile
@@ -192,6 +206,75 @@ def train_sae(
     from interp_steer.saes import load_sae
 
     return load_sae(path=out, model=model)
+
+
+def _load_init_sae(cfg: SAETrainingConfig, d_in: int, device: str) -> Any:
+    """The trained SAE named by ``cfg.init_from`` as a sae-lens training SAE, checked against ``cfg``."""
+    from sae_lens import TrainingSAE
+
+    from interp_steer.saes import resolve_sae_folder, sae_content_hash
+
+    if cfg.resume_from_checkpoint:
+        raise InterpSteerError("init_from and resume_from_checkpoint exclude each other: resuming restores a run's "
+                               "own SAE and optimiser state")
+    folder = resolve_sae_folder(cfg.init_from)
+    if not (folder / "cfg.json").is_file() or not (folder / "sae_weights.safetensors").is_file():
+        raise InterpSteerError(f"init_from: {folder} is not a sae-lens SAE folder (cfg.json + sae_weights.safetensors)")
+    sae = TrainingSAE.load_from_disk(str(folder), device=device, dtype=cfg.dtype)
+    got = {"architecture": sae.cfg.architecture(), "d_sae": int(sae.cfg.d_sae), "d_in": int(sae.cfg.d_in),
+           "hook": sae.cfg.metadata.hook_name}
+    want = {"architecture": cfg.architecture, "d_sae": cfg.d_sae, "d_in": d_in, "hook": cfg.hook}
+    if cfg.architecture == "topk":
+        got["k"], want["k"] = int(sae.cfg.k), cfg.k
+    wrong = [f"{key} {got[key]!r} (the run asks for {want[key]!r})" for key in want if got[key] != want[key]]
+    if wrong:
+        raise InterpSteerError(f"init_from {cfg.init_from}: the SAE does not match this run: {', '.join(wrong)}")
+    if sae.cfg.normalize_activations != "none":
+        raise InterpSteerError(f"init_from {cfg.init_from}: expected an exported SAE reading raw activations; "
+                               f"this one normalises them ({sae.cfg.normalize_activations!r})")
+    if cfg.architecture == "topk":
+        sae.cfg.aux_loss_coefficient = cfg.aux_loss_coefficient
+    cfg.extra["init_from"] = {"path": str(cfg.init_from), "content_hash": sae_content_hash(sae)}
+    return sae
+
+
+@torch.no_grad()
+def sample_activations(model: Any, rows: torch.Tensor, hook: str, *, batch_size: int = 8,
+                       progress: bool = True) -> torch.Tensor:
+    """Activations at ``hook`` over token ``rows``, special-token positions left out (as sae-lens trains)."""
+    from interp_steer.saes.quality import _special_ids
+
+    parts = hook.split(".")
+    stop = int(parts[1]) + 1 if len(parts) >= 3 and parts[0] == "blocks" and parts[1].isdigit() else None
+    special = _special_ids(model.tokenizer).to(rows.device)
+    out = []
+    for start in tqdm(range(0, rows.shape[0], batch_size), desc="sample activations", disable=not progress,
+                      leave=False):
+        tokens = rows[start : start + batch_size].to(model.cfg.device)
+        _, cache = model.run_with_cache(tokens, names_filter=[hook], stop_at_layer=stop)
+        out.append(cache[hook][~torch.isin(tokens, special.to(tokens.device))].float())
+    return torch.cat(out)
+
+
+def _prepare_init_sae(model: Any, sae: Any, cfg: SAETrainingConfig, rows: torch.Tensor, progress: bool) -> None:
+    """Resample ``sae``'s dead latents (optional), then move it into sae-lens' normalised training space.
+
+    An exported SAE has the activation-norm scaling factor s folded into its weights. sae-lens trains on
+    ``x · s'`` with its own estimate s' and folds s' back at the end, so the weights are unfolded here with
+    ``s = sqrt(d_in) / mean ‖x‖`` measured on the resampling sample (s'/s differs from 1 by sampling noise only).
+    """
+    from interp_steer.saes.resample import resample_dead_latents
+
+    n_rows = max(1, -(-cfg.resample_tokens // cfg.context_size))
+    acts = sample_activations(model, rows[:n_rows], cfg.hook, batch_size=cfg.store_batch_size_prompts,
+                              progress=progress)
+    if cfg.resample_dead:
+        report = resample_dead_latents(sae, acts.to(sae.W_enc.dtype), seed=cfg.seed)
+        cfg.extra["resample"] = report.to_dict()
+    scale = float(int(sae.cfg.d_in) ** 0.5 / acts.norm(dim=-1).mean())
+    sae.fold_activation_norm_scaling_factor(1.0 / scale)
+    sae.cfg.normalize_activations = "expected_average_only_in"
+    cfg.extra["init_scaling_factor"] = scale
 
 
 def save_training_result(
