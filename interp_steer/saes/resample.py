@@ -11,8 +11,9 @@ direction, in the spirit of Anthropic's resampling for ReLU SAEs but calibrated 
 
 * seeds: tokens drawn without replacement with probability ∝ their squared reconstruction error;
 * decoder row = the seed's unit residual ``(x − x̂)/‖x − x̂‖`` at the live rows' mean norm;
-* encoder column = the same direction, scaled so that the latent's pre-activation clears the k-th value (and
-  zero) on about ``fires`` tokens of the sample (by default the mean firing rate ``k / d_sae``), bias 0.
+* encoder column = the same direction, scaled so that on its seed the latent's activation restores the seed's
+  residual (its magnitude); encoder bias = the cut that lets the latent clear the k-th pre-activation (and zero)
+  on about ``fires`` tokens of the sample (by default the mean firing rate ``k / d_sae``).
 
 The live latents are untouched, so a fine-tuning run (``train_sae(init_from=..., resample_dead=True)``) starts
 from the trained SAE with every latent firing somewhere.
@@ -20,7 +21,6 @@ from the trained SAE with every latent firing somewhere.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -132,26 +132,34 @@ def resample_dead_latents(
     directions = residuals[seeds] / residuals[seeds].norm(dim=-1, keepdim=True).clamp_min(1e-12)
     alive = counts > 0
     dec_norm = sae.W_dec[alive].norm(dim=-1).mean() if alive.any() else sae.W_dec.norm(dim=-1).mean()
-    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else sae.W_enc.norm(dim=0).mean()
+    rescale = bool(sae.cfg.rescale_acts_by_decoder_norm)
+    # the pre-activation is (x_in · W_enc_j + b_enc_j) · R and the latent adds act · G · u to the reconstruction
+    pre_factor = dec_norm if rescale else torch.ones_like(dec_norm)
+    gain = torch.ones_like(dec_norm) if rescale else dec_norm
     sae_in = sae.process_sae_in(acts)
-    scales = torch.empty(dead.numel(), dtype=acts.dtype, device=acts.device)
+    seed_in, seed_err = sae_in[seeds], residuals[seeds].norm(dim=-1)
+    enc_scale = torch.empty(dead.numel(), dtype=acts.dtype, device=acts.device)
+    enc_bias = torch.empty_like(enc_scale)
+    m = min(target, n_tokens)
     for start in range(0, dead.numel(), 512):
         u = directions[start : start + 512]
         proj = sae_in @ u.T  # (tokens, group)
-        # latent j clears token t's threshold when c_j · proj > threshold_t (bias 0; c_j = the pre-activation's
-        # factor, i.e. the encoder column's norm, times ‖W_dec_j‖ when the SAE rescales by decoder norms)
-        ratio = torch.where(proj > 0, thresholds[:, None] / proj.clamp_min(1e-12), torch.full_like(proj, math.inf))
-        positive = (proj > 0).sum(0)
-        kth = ratio.kthvalue(min(target, n_tokens), dim=0).values
-        # fewer positive tokens than the target: fire on all of them
-        fallback = torch.where(positive > 0, ratio.masked_fill(ratio.isinf(), -math.inf).max(0).values, enc_norm)
-        c = torch.where(torch.isfinite(kth), kth, fallback).clamp_min(1e-6)
-        scales[start : start + 512] = c * (1 + 1e-3)
-    if sae.cfg.rescale_acts_by_decoder_norm:  # the pre-activation is multiplied by ‖W_dec_j‖ = dec_norm
-        scales = scales / dec_norm
+        seed_proj = (seed_in[start : start + 512] * u).sum(-1)
+        err = seed_err[start : start + 512]
+        # magnitude: on its seed the latent's activation c · proj restores the seed's residual, err = u · r
+        c = err / (gain * seed_proj.clamp_min(0.1 * err.clamp_min(1e-12)))
+        # threshold: it fires on token t when c · proj_t + b > threshold_t, i.e. z_t = c · proj_t − threshold_t
+        # > −b; b puts the cut at the m-th largest z (at 0 when fewer than m tokens clear it unbiased, at the
+        # largest z when none does), so it fires on about m tokens
+        z = proj * c - thresholds[:, None]
+        z_m = z.topk(m, dim=0).values[-1]
+        z_max = z.max(0).values
+        level = torch.where(z_m > 0, z_m, torch.where(z_max > 0, torch.zeros_like(z_m), z_max))
+        enc_scale[start : start + 512] = c
+        enc_bias[start : start + 512] = -level + 1e-4 * (level.abs() + 1)
     sae.W_dec.data[dead] = directions * dec_norm
-    sae.W_enc.data[:, dead] = (directions * scales[:, None]).T
-    sae.b_enc.data[dead] = 0
+    sae.W_enc.data[:, dead] = (directions * (enc_scale / pre_factor)[:, None]).T
+    sae.b_enc.data[dead] = enc_bias / pre_factor
     counts_after, _, residuals_after = _statistics(sae, acts, chunk)
     return ResampleReport(
         sample_tokens=n_tokens, dead_before=int(dead.numel()), resampled=int(dead.numel()), target_fires=target,
