@@ -44,12 +44,11 @@ def test_resampled_latents_fire_and_live_ones_are_untouched():
     assert set(range(16)) <= set(dead.tolist())
     report = resample_dead_latents(sae, acts, seed=0)
     assert report.dead_before == report.resampled == dead.numel()
-    assert report.target_fires == max(1, round(600 * 4 / 64))
+    assert report.mean_cluster_size == pytest.approx(600 / dead.numel())
     fires = _fires(sae, acts)
-    assert (fires[dead] > 0).all(), fires[dead]
-    # each fires on about its target (fewer where resampled latents compete for the same tokens)
-    assert int(fires[dead].max()) <= report.target_fires
+    assert (fires[dead] > 0).float().mean() >= 0.9, fires[dead]
     assert report.dead_after == int((fires == 0).sum()) < report.dead_before // 3  # live ones displaced, if any
+    assert report.explained_variance_after > report.explained_variance_before + 0.1
     live = torch.ones(64, dtype=torch.bool)
     live[dead] = False
     for name in ("W_enc", "b_enc", "W_dec"):
@@ -58,37 +57,40 @@ def test_resampled_latents_fire_and_live_ones_are_untouched():
         live_old = old[:, live] if name == "W_enc" else old[live]
         torch.testing.assert_close(live_new, live_old)
     torch.testing.assert_close(sae.b_dec, before["b_dec"])
-    # new decoder rows: unit residual directions (of the SAE before resampling) at the live rows' mean norm
-    residual = acts - sae_decode_before(before, acts)
-    unit = torch.nn.functional.normalize(residual, dim=-1)
-    rows = sae.W_dec[dead]
-    norm = before["W_dec"][live].norm(dim=-1).mean()
-    torch.testing.assert_close(rows.norm(dim=-1), norm.expand(dead.numel()))
-    cos = torch.nn.functional.normalize(rows, dim=-1) @ unit.T
-    assert (cos.max(-1).values > 1 - 1e-5).all()
-    assert report.explained_variance_after >= report.explained_variance_before - 0.01
-
-
-def sae_decode_before(state, acts):
-    sae = make_sae("topk", 32, 64, TINY_HOOK, k=4)
-    sae.load_state_dict(state)
-    return sae.decode(sae.encode(acts))
+    norm = before["W_dec"][live].norm(dim=-1).mean()  # new decoder rows at the live rows' mean norm
+    torch.testing.assert_close(sae.W_dec[dead].norm(dim=-1), norm.expand(dead.numel()))
 
 
 @pytest.mark.parametrize("rescale", [False, True])  # the shipped SAEs rescale by decoder norms
-def test_a_lone_resampled_latent_fires_on_its_target_number_of_tokens(rescale):
-    acts = _acts(seed=1)
-    sae = make_sae("topk", 32, 64, TINY_HOOK, k=4)
+def test_resampling_finds_the_directions_the_sae_lost(rescale):
+    """An SAE that knows 12 sparse directions, three of them killed: the three new latents point along the
+    three lost directions, fire on the tokens that use them, and the reconstruction becomes near-exact again."""
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(32, 12, generator=g)).Q.T  # 12 orthonormal directions
+    codes = torch.zeros(1200, 12)
+    for t in range(1200):
+        idx = torch.randperm(12, generator=g)[:2]
+        codes[t, idx] = 1 + 4 * torch.rand(2, generator=g)
+    acts = codes @ basis
+    sae = make_sae("topk", 32, 12, TINY_HOOK, k=2)
     sae.cfg.rescale_acts_by_decoder_norm = rescale
-    base_dead = (_fires(sae, acts) == 0).nonzero().flatten().tolist()
-    _kill(sae, base_dead + [5] if 5 not in base_dead else base_dead)
-    dead = (_fires(sae, acts) == 0).nonzero().flatten()
-    report = resample_dead_latents(sae, acts, fires=7, seed=3)
-    assert report.target_fires == 7
-    fires = _fires(sae, acts)
-    if dead.numel() == 1:  # alone, its calibration is exact
-        assert int(fires[dead[0]]) == 7
-    assert all(1 <= int(fires[j]) <= 7 * dead.numel() for j in dead)
+    with torch.no_grad():
+        sae.W_dec.copy_(basis)
+        sae.W_enc.copy_(basis.T)
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    _kill(sae, [0, 1, 2])
+    report = resample_dead_latents(sae, acts, seed=0)
+    assert report.dead_before == 3 and report.dead_after == 0
+    cos = torch.nn.functional.normalize(sae.W_dec[:3], dim=-1) @ basis[:3].T
+    assert sorted(cos.argmax(-1).tolist()) == [0, 1, 2]  # one new latent per lost direction
+    assert (cos.max(-1).values > 0.95).all(), cos
+    assert report.explained_variance_before < 0.85 < 0.95 < report.explained_variance_after
+    fires = sae.encode(acts) > 0
+    for j in range(3):
+        lost = int(cos[j].argmax())
+        uses = codes[:, lost] > 0
+        assert fires[uses, j].float().mean() > 0.8 and fires[~uses, j].float().mean() < 0.05
 
 
 def test_resampling_is_deterministic_and_a_no_op_without_dead_latents():
@@ -100,7 +102,7 @@ def test_resampling_is_deterministic_and_a_no_op_without_dead_latents():
     for name, tensor in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[name], tensor)
     state = {n: t.clone() for n, t in a.state_dict().items()}
-    report = resample_dead_latents(a, acts, fires=1, seed=0)
+    report = resample_dead_latents(a, acts, seed=0)
     if report.dead_before == 0:
         assert report.resampled == 0
         for name, tensor in a.state_dict().items():
@@ -118,8 +120,8 @@ def test_resampling_refuses_bad_input():
     bad[3, 3] = float("nan")
     with pytest.raises(InterpSteerError, match="NaN"):
         resample_dead_latents(sae, bad)
-    with pytest.raises(InterpSteerError, match="fires must be between 1 and"):
-        resample_dead_latents(sae, acts, fires=0)
+    with pytest.raises(InterpSteerError, match="iters must be a whole number"):
+        resample_dead_latents(sae, acts, iters=-1)
 
 
 def _tiny_kwargs(**extra):
