@@ -10,8 +10,7 @@ median of ≈ 1.4 below the k-th value (≈ 5.8), their encoder columns a third 
 direction, in the spirit of Anthropic's resampling for ReLU SAEs but made for TopK: the new directions are
 spherical k-means centroids of the sample's residuals ``x − x̂`` (seeded with tokens drawn ∝ ‖x − x̂‖²), so that
 each poorly reconstructed token is covered by one new latent and not by every latent seeded near it; each new
-latent's scale is fitted to its cluster's residuals and its bias set to fire on about as many tokens as its
-cluster holds. (Seeding each latent with one token's residual, the first version, either fired only on that token
+latent's encoder is the linear regression of that residual component on the input. (Seeding each latent with one token's residual, the first version, either fired only on that token
 and stayed dead on held-out text, or, scaled to fire more widely, stacked many latents on the same tokens:
 explained variance −0.5 on the 16k SAE's sample.)
 
@@ -37,7 +36,7 @@ class ResampleReport:
     sample_tokens: int
     dead_before: int
     resampled: int
-    mean_cluster_size: float  # sample tokens per new latent's cluster (each is calibrated to fire on about as many)
+    mean_cluster_size: float  # sample tokens per new latent's k-means cluster
     dead_after: int  # latents still never firing on the sample after resampling
     explained_variance_before: float
     explained_variance_after: float
@@ -124,10 +123,9 @@ def resample_dead_latents(
     * Directions: spherical k-means (``iters`` rounds) of the sample's residuals ``x − x̂`` into as many
       clusters as there are dead latents, seeded with tokens drawn with probability ∝ ‖x − x̂‖². Each token's
       residual is then covered by one new latent, rather than by every new latent seeded near it.
-    * Magnitude: the encoder scale is the least-squares fit of the new latent's activation to its cluster's
-      residual projections.
-    * Firing: the encoder bias lets the latent clear the k-th pre-activation (and zero) on about as many
-      sample tokens as its cluster holds.
+    * Encoder: the ridge regression of the residual on the SAE's input, read along the new direction, so the
+      pre-activation predicts the residual's component ``r · u`` (the activation the latent should have); the
+      latent fires where that prediction clears the token's k-th pre-activation.
 
     Returns a :class:`ResampleReport`; the latents that fire are unchanged.
     """
@@ -162,33 +160,21 @@ def resample_dead_latents(
     # the pre-activation is (x_in · W_enc_j + b_enc_j) · R and the latent adds act · G · u to the reconstruction
     pre_factor = dec_norm if rescale else torch.ones_like(dec_norm)
     gain = torch.ones_like(dec_norm) if rescale else dec_norm
+    # encoder: the ridge regression of the residual on the SAE's input, x_in ↦ r̂ = x_in · A + a0, read along u:
+    # the new latent's pre-activation predicts r · u, the activation it should have. (u · x_in itself mostly
+    # measures the reconstructed part of x, so an encoder along u fires with activations far above r · u.)
     sae_in = sae.process_sae_in(acts)
-    # least-squares activation scale per cluster: c = Σ proj·e / Σ proj², e = (r · u) / G the wanted activation
-    proj_own = (sae_in * directions[assign]).sum(-1)
-    want_own = (residuals * directions[assign]).sum(-1) / gain
-    num = torch.zeros(dead.numel(), dtype=acts.dtype, device=acts.device).index_add_(0, assign, proj_own * want_own)
-    den = torch.zeros_like(num).index_add_(0, assign, proj_own.pow(2))
-    seed_proj = (sae_in[seeds] * directions).sum(-1)
-    seed_want = (residuals[seeds] * directions).sum(-1) / gain
-    fallback = seed_want / seed_proj.abs().clamp_min(1e-6)
-    enc_scale = torch.where((sizes > 0) & (den > 0) & (num > 0), num / den.clamp_min(1e-12), fallback).clamp_min(1e-6)
-    enc_bias = torch.empty_like(enc_scale)
-    for start in range(0, dead.numel(), 512):
-        c = enc_scale[start : start + 512]
-        proj = sae_in @ directions[start : start + 512].T  # (tokens, group)
-        # it fires on token t when c · proj_t + b > threshold_t, i.e. z_t = c · proj_t − threshold_t > −b; b puts
-        # the cut at the m-th largest z, m = the cluster's size (at 0 when fewer tokens clear it unbiased, at
-        # the largest z when none does)
-        z = proj * c - thresholds[:, None]
-        m = sizes[start : start + 512].clamp(1, n_tokens)
-        z_sorted = z.sort(dim=0, descending=True).values
-        z_m = z_sorted.gather(0, (m - 1)[None]).squeeze(0)
-        z_max = z_sorted[0]
-        level = torch.where(z_m > 0, z_m, torch.where(z_max > 0, torch.zeros_like(z_m), z_max))
-        enc_bias[start : start + 512] = -level + 1e-4 * (level.abs() + 1)
+    ones = torch.ones(n_tokens, 1, dtype=acts.dtype, device=acts.device)
+    design = torch.cat([sae_in, ones], dim=-1).double()
+    gram = design.T @ design
+    ridge = 1e-3 * gram.diagonal().mean()
+    coef = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device),
+                              design.T @ residuals.double()).to(acts.dtype)  # (d_in + 1, d_in)
+    enc = (coef[:-1] @ directions.T) / gain  # (d_in, n_dead)
+    bias = (coef[-1] @ directions.T) / gain
     sae.W_dec.data[dead] = directions * dec_norm
-    sae.W_enc.data[:, dead] = (directions * (enc_scale / pre_factor)[:, None]).T
-    sae.b_enc.data[dead] = enc_bias / pre_factor
+    sae.W_enc.data[:, dead] = enc / pre_factor
+    sae.b_enc.data[dead] = bias / pre_factor
     counts_after, _, residuals_after = _statistics(sae, acts, chunk)
     return ResampleReport(
         sample_tokens=n_tokens, dead_before=int(dead.numel()), resampled=int(dead.numel()),
