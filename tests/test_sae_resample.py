@@ -183,7 +183,13 @@ def test_init_from_refuses_mismatches_before_training(tmp_path, tiny_model):
     with pytest.raises(InterpSteerError, match="exclude each other"):
         train_sae(tiny_model, TEXTS, training_tokens=512, init_from=str(tmp_path / "w48"),
                   resume_from_checkpoint=str(tmp_path), output_dir=tmp_path / "z", **_tiny_kwargs())
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    with pytest.raises(InterpSteerError, match="aux_loss_coefficient must be >= 0"):
+        train_sae(tiny_model, TEXTS, training_tokens=512, aux_loss_coefficient=-1.0, output_dir=tmp_path / "w",
+                  **_tiny_kwargs())
+    with pytest.raises(InterpSteerError, match="resample_tokens must be >= 1"):
+        train_sae(tiny_model, TEXTS, training_tokens=512, resample_tokens=0, output_dir=tmp_path / "v",
+                  **_tiny_kwargs())
+    assert not any((tmp_path / name).exists() for name in "xyzwv")
 
 
 def test_init_sae_is_moved_into_the_normalised_training_space(tmp_path, tiny_model):

@@ -137,6 +137,10 @@ def train_sae(
     if not corpus:
         raise InterpSteerError("empty corpus")
     d_in = _hook_width(model, cfg.hook)
+    from interp_steer.validation import check_number
+
+    check_number(cfg.aux_loss_coefficient, "aux_loss_coefficient", minimum=0)
+    check_number(cfg.resample_tokens, "resample_tokens", minimum=1, integer=True)
     init_sae = _load_init_sae(cfg, d_in, str(model.cfg.device)) if cfg.init_from else None
     if cfg.resample_dead and init_sae is None:
         raise InterpSteerError("resample_dead needs init_from (the trained SAE whose dead latents to resample)")
