@@ -3,7 +3,11 @@
 This is round 1 of the 16k SAE's second pass (round 2 is ``interp-steer train-sae --init-from <this output>
 --resample-dead ...``, which resamples again and fine-tunes):
 
-    python scripts/resample_sae.py --sae 16384 --output-dir /tmp/sae16k_resampled
+    python scripts/resample_sae.py --sae /tmp/sae16k_first --output-dir /tmp/sae16k_resampled
+
+where /tmp/sae16k_first holds the first export, now replaced in the package; from git:
+``git show 14779a6:interp_steer/saes/files/smollm2-135m-instruct-16k/blocks.15.hook_resid_post/<file>`` for
+cfg.json, sae_weights.safetensors and interp_steer.json.
 
 Sample: the activations at the SAE's hook over the first ``--tokens`` tokens of the first ``--docs`` documents
 of the corpus' training split (special-token positions left out), the same split ``train-sae`` uses. Writes the
