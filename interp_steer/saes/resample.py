@@ -10,9 +10,10 @@ median of ≈ 1.4 below the k-th value (≈ 5.8), their encoder columns a third 
 direction, in the spirit of Anthropic's resampling for ReLU SAEs but made for TopK: the new directions are
 spherical k-means centroids of the sample's residuals ``x − x̂`` (seeded with tokens drawn ∝ ‖x − x̂‖²), so that
 each poorly reconstructed token is covered by one new latent and not by every latent seeded near it; each new
-latent's encoder is the linear regression of that residual component on the input. (Seeding each latent with one token's residual, the first version, either fired only on that token
-and stayed dead on held-out text, or, scaled to fire more widely, stacked many latents on the same tokens:
-explained variance −0.5 on the 16k SAE's sample.)
+latent's encoder is the linear regression of that residual component on the input. (Seeding each latent with
+one token's residual, the first version, either fired only on that token and stayed dead on held-out text, or,
+scaled to fire more widely, stacked many latents on the same tokens: explained variance −0.5 on the 16k SAE's
+sample.)
 
 The live latents are untouched, so a fine-tuning run (``train_sae(init_from=..., resample_dead=True)``) starts
 from the trained SAE with every latent firing somewhere.
@@ -60,28 +61,17 @@ def _check_topk(sae: Any) -> None:
         )
 
 
-def _hidden_pre(sae: Any, x: torch.Tensor) -> torch.Tensor:
-    """TopK pre-activations exactly as sae-lens computes them (decoder-norm rescaling included)."""
-    pre = sae.process_sae_in(x) @ sae.W_enc + sae.b_enc
-    if sae.cfg.rescale_acts_by_decoder_norm:
-        pre = pre * sae.W_dec.norm(dim=-1)
-    return pre
-
-
 @torch.no_grad()
-def _statistics(sae: Any, acts: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-latent fire counts, each token's firing threshold max(k-th pre-activation, 0), the residuals."""
-    k = int(sae.cfg.k)
+def _statistics(sae: Any, acts: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-latent fire counts on ``acts`` and the residuals ``x − x̂``."""
     counts = torch.zeros(int(sae.cfg.d_sae), dtype=torch.long, device=acts.device)
-    thresholds, residuals = [], []
+    residuals = []
     for start in range(0, acts.shape[0], chunk):
         x = acts[start : start + chunk]
-        pre = _hidden_pre(sae, x)
         feats = sae.encode(x)
         counts += (feats > 0).sum(0)
-        thresholds.append(pre.topk(k, dim=-1).values[:, -1].clamp_min(0))
         residuals.append(x - sae.decode(feats))
-    return counts, torch.cat(thresholds), torch.cat(residuals)
+    return counts, torch.cat(residuals)
 
 
 def _explained_variance(acts: torch.Tensor, residuals: torch.Tensor) -> float:
@@ -140,7 +130,7 @@ def resample_dead_latents(
         raise InterpSteerError(f"iters must be a whole number >= 0; got {iters}")
     acts = acts.to(sae.W_enc.dtype)
     n_tokens = int(acts.shape[0])
-    counts, thresholds, residuals = _statistics(sae, acts, chunk)
+    counts, residuals = _statistics(sae, acts, chunk)
     ev_before = _explained_variance(acts, residuals)
     dead = torch.nonzero(counts == 0).flatten()
     if dead.numel() == 0:
@@ -175,7 +165,7 @@ def resample_dead_latents(
     sae.W_dec.data[dead] = directions * dec_norm
     sae.W_enc.data[:, dead] = enc / pre_factor
     sae.b_enc.data[dead] = bias / pre_factor
-    counts_after, _, residuals_after = _statistics(sae, acts, chunk)
+    counts_after, residuals_after = _statistics(sae, acts, chunk)
     return ResampleReport(
         sample_tokens=n_tokens, dead_before=int(dead.numel()), resampled=int(dead.numel()),
         mean_cluster_size=float(sizes.float().mean()), dead_after=int((counts_after == 0).sum()),
