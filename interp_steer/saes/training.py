@@ -260,16 +260,21 @@ def sample_activations(model: Any, rows: torch.Tensor, hook: str, *, batch_size:
     return torch.cat(out)
 
 
+_SCALE_SAMPLE_TOKENS = 8192  # enough for the mean activation norm (sae-lens estimates it from fewer)
+
+
 def _prepare_init_sae(model: Any, sae: Any, cfg: SAETrainingConfig, rows: torch.Tensor, progress: bool) -> None:
     """Resample ``sae``'s dead latents (optional), then move it into sae-lens' normalised training space.
 
     An exported SAE has the activation-norm scaling factor s folded into its weights. sae-lens trains on
     ``x · s'`` with its own estimate s' and folds s' back at the end, so the weights are unfolded here with
     ``s = sqrt(d_in) / mean ‖x‖`` measured on the resampling sample (s'/s differs from 1 by sampling noise only).
+    Without resampling, only the scale is needed and the sample is capped at ``_SCALE_SAMPLE_TOKENS``.
     """
     from interp_steer.saes.resample import resample_dead_latents
 
-    n_rows = max(1, -(-cfg.resample_tokens // cfg.context_size))
+    tokens = cfg.resample_tokens if cfg.resample_dead else min(cfg.resample_tokens, _SCALE_SAMPLE_TOKENS)
+    n_rows = max(1, -(-tokens // cfg.context_size))
     acts = sample_activations(model, rows[:n_rows], cfg.hook, batch_size=cfg.store_batch_size_prompts,
                               progress=progress)
     if cfg.resample_dead:
