@@ -2,7 +2,7 @@
 
 The measurement behind ``calibrate_strength(confidence=...)`` and the demo's ``--ppl-confidence 0.9``. It scores
 the demo's YaPO vector (Morocco, sparse default; the one saved by the basis ablation under
-``benchmarks/results/basis/demo_4096``) on 192 held-out corpus documents (the demo's 32 calibration documents,
+``benchmarks/results/basis/2026-12-04/demo_4096``) on 192 held-out corpus documents (the demo's 32 calibration documents,
 its 32 report documents and 128 others, 128 tokens each) at the strengths around the demo's edge of the bound,
 then draws random disjoint (calibration, report) samples from those documents. For each draw it walks the grid
 upwards like :func:`calibrate_strength` — with the measured ratio, or with its one-sided bootstrap upper bound
@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VECTOR = ROOT / "benchmarks/results/basis/demo_4096/yapo/vector.safetensors"
+VECTOR = ROOT / "benchmarks/results/basis/2026-12-04/demo_4096/yapo/vector.safetensors"
 STRENGTHS = (8.0, 12.0, 13.9, 14.9)  # the demo's grid around its edge (13.9, 14.9 were its refinement points)
 
 
