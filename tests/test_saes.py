@@ -81,6 +81,29 @@ def test_load_sae_by_width_picks_the_shipped_sae_of_that_width(tmp_path, tiny_mo
         load_sae(path=tmp_path, width=96)
 
 
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("d_sae", 0, "d_sae must be >= 1"),
+    ("k", 2.5, "k must be a whole number"),
+    ("k", 128, "k 128 is larger than d_sae 64"),
+    ("training_tokens", -5, "training_tokens must be >= 1"),
+    ("context_size", 1, "context_size must be >= 2"),
+    ("lr", 0.0, "lr must be > 0"),
+    ("lr", float("nan"), "lr must be a finite number"),
+    ("lr_decay_fraction", 1.5, "lr_decay_fraction must be <= 1"),
+    ("heldout_fraction", 0.0, "heldout_fraction must be > 0"),
+    ("dead_feature_window", 0, "dead_feature_window must be >= 1"),
+    ("n_batches_in_buffer", 0, "n_batches_in_buffer must be >= 1"),
+    ("architecture", "gated", "unknown SAE architecture 'gated'"),
+    ("dtype", "int8", "dtype must be one of"),
+])
+def test_train_sae_checks_every_option_before_any_work(tmp_path, tiny_model, option, value, message):
+    kwargs = {"hook": TINY_HOOK, "d_sae": 64, "k": 8, "training_tokens": 512, "context_size": 32,
+              "train_batch_size_tokens": 256, option: value}
+    with pytest.raises(InterpSteerError, match=message):
+        train_sae(tiny_model, TEXTS, output_dir=tmp_path / "sae", progress=False, **kwargs)
+    assert not (tmp_path / "sae").exists()
+
+
 def test_tiny_training_run_and_quality(tmp_path, tiny_model):
     sae = train_sae(tiny_model, TEXTS, hook=TINY_HOOK, d_sae=64, k=8, training_tokens=4096, context_size=32,
                     train_batch_size_tokens=256, store_batch_size_prompts=4, n_batches_in_buffer=4,

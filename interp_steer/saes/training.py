@@ -63,6 +63,33 @@ class SAETrainingConfig:
     dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """One :class:`InterpSteerError` naming the first option that is out of range (before any work)."""
+        from interp_steer.validation import check_number
+
+        if self.architecture not in ("topk", "jumprelu", "standard"):
+            raise InterpSteerError(f"unknown SAE architecture {self.architecture!r}; expected topk, jumprelu or "
+                                   "standard")
+        if not isinstance(self.hook, str) or not self.hook:
+            raise InterpSteerError(f"hook must be a hook name, got {self.hook!r}")
+        for name, low, strict, integer in (
+                ("d_sae", 1, False, True), ("k", 1, False, True), ("training_tokens", 1, False, True),
+                ("context_size", 2, False, True), ("train_batch_size_tokens", 1, False, True),
+                ("lr", 0, True, False), ("l1_coefficient", 0, False, False), ("l0_coefficient", 0, False, False),
+                ("lr_warm_up_steps", 0, False, True), ("dead_feature_window", 1, False, True),
+                ("store_batch_size_prompts", 1, False, True), ("n_batches_in_buffer", 1, False, True),
+                ("norm_estimate_batches", 1, False, True), ("seed", 0, False, True), ("n_checkpoints", 0, False, True),
+                ("resample_tokens", 1, False, True), ("aux_loss_coefficient", 0, False, False)):
+            check_number(getattr(self, name), name, minimum=low, strict_min=strict, integer=integer)
+        check_number(self.lr_decay_fraction, "lr_decay_fraction", minimum=0, maximum=1)
+        check_number(self.heldout_fraction, "heldout_fraction", minimum=0, maximum=0.5, strict_min=True)
+        if self.architecture == "topk" and self.k > self.d_sae:
+            raise InterpSteerError(f"k {self.k} is larger than d_sae {self.d_sae}")
+        from sae_lens.constants import DTYPE_MAP
+
+        if self.dtype not in DTYPE_MAP:
+            raise InterpSteerError(f"dtype must be one of {', '.join(DTYPE_MAP)}, got {self.dtype!r}")
+
 
 def tokenize_corpus(
     texts: list[str], tokenizer: Any, context_size: int, *, max_tokens: int | None = None, progress: bool = True
@@ -134,13 +161,10 @@ def train_sae(
         if not hasattr(cfg, key):
             raise InterpSteerError(f"unknown SAE training option {key!r}")
         setattr(cfg, key, value)
+    cfg.validate()
     if not corpus:
         raise InterpSteerError("empty corpus")
     d_in = _hook_width(model, cfg.hook)
-    from interp_steer.validation import check_number
-
-    check_number(cfg.aux_loss_coefficient, "aux_loss_coefficient", minimum=0)
-    check_number(cfg.resample_tokens, "resample_tokens", minimum=1, integer=True)
     init_sae = _load_init_sae(cfg, d_in, str(model.cfg.device)) if cfg.init_from else None
     if cfg.resample_dead and init_sae is None:
         raise InterpSteerError("resample_dead needs init_from (the trained SAE whose dead latents to resample)")
