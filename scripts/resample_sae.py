@@ -26,7 +26,7 @@ from interp_steer.data.corpus import load_corpus, shared_corpus_path
 from interp_steer.errors import InterpSteerError
 from interp_steer.saes.quality import sae_quality
 from interp_steer.saes.resample import resample_dead_latents
-from interp_steer.saes.training import sample_activations, tokenize_corpus
+from interp_steer.saes.training import SAETrainingConfig, sample_activations, tokenize_corpus
 from interp_steer.validation import dumps
 
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sae", default="16384", help="shipped width or name, or a sae-lens folder (default: 16384)")
     p.add_argument("--docs", type=int, default=4000, help="training-split documents to sample from")
-    p.add_argument("--tokens", type=int, default=65_536, help="tokens to sample (rows of 256)")
+    p.add_argument("--tokens", type=int, default=65_536, help="tokens to sample (rows of train-sae's default context size, 256)")
     p.add_argument("--iters", type=int, default=10, help="k-means rounds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality-tokens", type=int, default=30_000, help="held-out tokens for the quality report")
@@ -55,11 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.time()
     model = its.load_model()
-    split = dict(heldout_fraction=0.05, seed=0, tokenizer=model.tokenizer)
+    # train-sae's split: the defaults of SAETrainingConfig (which the CLI's --heldout-fraction / --seed share)
+    defaults = SAETrainingConfig()
+    split = dict(heldout_fraction=defaults.heldout_fraction, seed=defaults.seed, tokenizer=model.tokenizer)
     train = load_corpus(corpus, split="train", **split)
     held = load_corpus(corpus, split="heldout", **split)
-    rows = tokenize_corpus(train[: args.docs], model.tokenizer, 256, max_tokens=args.tokens, progress=False)
-    rows = rows[: max(1, args.tokens // 256)]
+    rows = tokenize_corpus(train[: args.docs], model.tokenizer, defaults.context_size, max_tokens=args.tokens,
+                           progress=False)
+    rows = rows[: max(1, args.tokens // defaults.context_size)]
     sae = its.load_sae(path=args.sae, model=model).float()
     acts = sample_activations(model, rows, sae.cfg.metadata.hook_name, progress=False)
     report = resample_dead_latents(sae, acts, iters=args.iters, seed=args.seed)
