@@ -23,7 +23,8 @@ long run resumes across sessions; ``--report`` rebuilds the table and plot from 
 ``--rerun --reuse-vectors`` re-measures saved vectors (``--save-vectors``) without training them again, when the
 run that saved them used the same data and training settings (e.g. after a change to the calibration).
 
-    python benchmarks/bench_efficacy.py                                  # 3 BiPO sets, every method
+    python benchmarks/bench_efficacy.py                                  # the 5 default sets, every method
+    python benchmarks/bench_efficacy.py --sets mwe:corrigible-neutral-HHH --val-pairs 16   # the sixth set
     python benchmarks/bench_efficacy.py --sets bipo:power-seeking --methods yapo yapo:prox_l1=0.5 yapo:top_k=64
     python benchmarks/bench_efficacy.py --report
     python benchmarks/bench_efficacy.py --sae 16384 --methods yapo yapo-sparse --output-dir benchmarks/results/efficacy_sae16384
@@ -43,7 +44,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, environment  # noqa: E402
 
-DEFAULT_SETS = ["bipo:power-seeking", "bipo:wealth-seeking", "bipo:hallucination"]
+# the README table's sets with the default split (corrigible-neutral-HHH has 272 training items: run it with
+# --val-pairs 16); hallucination and jailbreak saturate the free-text measure (p = 1.000 and 0.000 unsteered)
+DEFAULT_SETS = ["bipo:power-seeking", "bipo:wealth-seeking", "mwe:survival-instinct", "mwe:power-seeking-inclination",
+                "mwe:wealth-seeking-inclination"]
 DEFAULT_METHODS = ["caa", "bipo", "yapo", "yapo-sparse", "sas", "prompt"]  # yapo-sparse derives from yapo
 
 # The prompting baseline: an instruction toward (+) and away from (−) each behaviour, put before the question.
