@@ -32,6 +32,19 @@ def _split_stems(items: list[Any], fraction: float, seed: int) -> tuple[list[Any
             [it for it in items if it.metadata["stem_id"] in held])
 
 
+def demo_data(country: str, seed: int = 0) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """The demo's data for ``country``: training and validation preference pairs (both forms of each question;
+    20 % of the training split's stems validate), the training questions and the test questions."""
+    from interp_steer.data.loaders import culture_preferences, load_culture
+
+    train_items, val_items = _split_stems(load_culture(countries=country, split="train", seed=seed), 0.2, seed)
+    test_items = load_culture(countries=country, split="test", seed=seed)
+    forms = ("mcq", "open_ended")
+    train_pairs = [p for f in forms for p in culture_preferences(train_items, form=f, seed=seed)]
+    val_pairs = [p for f in forms for p in culture_preferences(val_items, form=f, seed=seed)]
+    return train_pairs, val_pairs, train_items, test_items
+
+
 def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, lr: float | None = None,
              sparse: bool = True, max_ratio: float = 1.2, ppl_confidence: float | None = 0.9,
              strengths: tuple[float, ...] | None = None,
@@ -42,7 +55,6 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
     perplexity ratio over the calibration documents (``None``: the measured ratio itself), so that other general
     text keeps it too (the report measures it again on 128 other documents, with its 90 % interval). Writes ``demo.json`` and the vector under ``output_dir`` and returns
     the summary."""
-    from interp_steer.data.loaders import culture_preferences, load_culture
     from interp_steer.evaluation.behaviour import pair_probability
     from interp_steer.evaluation.calibration import (
         DEFAULT_STRENGTHS,
@@ -65,11 +77,7 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
     print("[1/6] loading the embedded SmolLM2-135M-Instruct and its shipped SAE ...", flush=True)
     model = model if model is not None else load_model()
     sae = sae if sae is not None else load_sae(model=model)
-    train_items, val_items = _split_stems(load_culture(countries=country, split="train", seed=seed), 0.2, seed)
-    test_items = load_culture(countries=country, split="test", seed=seed)
-    forms = ("mcq", "open_ended")
-    train_pairs = [p for f in forms for p in culture_preferences(train_items, form=f, seed=seed)]
-    val_pairs = [p for f in forms for p in culture_preferences(val_items, form=f, seed=seed)]
+    train_pairs, val_pairs, train_items, test_items = demo_data(country, seed)
     print(f"      {len(train_pairs)} training pairs ({len(train_items)} questions, both forms), {len(val_pairs)} "
           f"validation pairs, {len(test_items)} test questions ({country}); SAE {sae.cfg.metadata.hook_name} "
           f"with {sae.cfg.d_sae} latents", flush=True)

@@ -52,8 +52,7 @@ def main() -> None:
         p.error(f"--vector: file not found: {args.vector}")
 
     from interp_steer import load_model, load_sae
-    from interp_steer.data.loaders import culture_preferences, load_culture
-    from interp_steer.demo import _split_stems
+    from interp_steer.demo import demo_data
     from interp_steer.interpret.features import culture_texts, latent_auroc
     from interp_steer.methods import preference as pref
     from interp_steer.steering.vector import SteeringVector
@@ -62,8 +61,7 @@ def main() -> None:
     model = load_model()
     sae = load_sae(model=model)
     vector = SteeringVector.load(args.vector, model=model, sae=sae) if args.vector else None  # fail before the work
-    train_items, _ = _split_stems(load_culture(countries=args.country, split="train", seed=args.seed), 0.2, args.seed)
-    pairs = [x for form in ("mcq", "open_ended") for x in culture_preferences(train_items, form=form, seed=args.seed)]
+    pairs = demo_data(args.country, args.seed)[0]
     hook = sae.cfg.metadata.hook_name
     data = pref.prepare_pairs(model, pairs)
     pref.compute_reference_logp(model, data, hook, cache_prefix=True)
