@@ -327,6 +327,11 @@ def test_cli_output_file_that_is_a_folder(capsys, tmp_path, no_model):
     (["train-sae", "--hook", "resid"], "is not a TransformerLens hook name"),
     (["train-sae", "--k", "0"], "--k must be >= 1"),
     (["train-sae", "--aux-coefficient", "-1"], "--aux-coefficient must be >= 0"),
+    (["train-sae", "--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["train-sae", "--heldout-fraction", "0.9"], "--heldout-fraction must be <= 0.5"),
+    (["train-sae", "--k", "64", "--d-sae", "32"], "--k 64 is larger than --d-sae 32"),
+    (["train-sae", "--batch-tokens", "0"], "--batch-tokens must be >= 1"),
+    (["train-sae", "--quality-tokens", "0"], "--quality-tokens must be >= 1"),
     (["train-sae", "--resample-dead"], "--resample-dead needs --init-from"),
     (["train-sae", "--init-from", "missing-sae-folder"], "SAE folder not found: missing-sae-folder"),
     (["train-sae", "--init-from", "16384"], "is a topk SAE with 16384 latents; pass the same --architecture and "

@@ -116,6 +116,8 @@ def test_train_sae_writes_a_loadable_sae_with_its_measured_quality(tiny_cli, tmp
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # the partial folder was moved into place
     meta = json.loads((out / "interp_steer.json").read_text())
     assert meta["stored_dtype"] == "float16" and meta["corpus"]["documents_heldout"] == 8
+    # the recorded training config is the one the flags asked for (it recorded the default 0.05 before)
+    assert meta["training_config"]["heldout_fraction"] == 0.2 and meta["training_config"]["k"] == 8
     assert meta["command"].startswith("interp-steer ") or meta["command"] == "interp-steer"
     sae = load_sae(path=out, model=tiny_cli)
     assert sae.cfg.d_sae == 64 and sae.cfg.metadata.hook_name == "blocks.1.hook_resid_pre"

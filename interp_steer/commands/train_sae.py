@@ -15,25 +15,33 @@ from interp_steer.errors import InterpSteerError
 from interp_steer.validation import check_number
 from interp_steer.validation import dumps as _strict_dumps
 
+# SAETrainingConfig fields -> the flags that set them (validation errors name the flag)
+FLAGS = {
+    "hook": "--hook", "d_sae": "--d-sae", "architecture": "--architecture", "k": "--k",
+    "l1_coefficient": "--l1-coefficient", "l0_coefficient": "--l0-coefficient", "training_tokens": "--training-tokens",
+    "context_size": "--context-size", "train_batch_size_tokens": "--batch-tokens", "lr": "--lr",
+    "heldout_fraction": "--heldout-fraction", "seed": "--seed", "n_checkpoints": "--checkpoints",
+    "dead_feature_window": "--dead-feature-window", "resample_tokens": "--resample-tokens",
+    "aux_loss_coefficient": "--aux-coefficient",
+}
+
 
 def cmd_train_sae(args: argparse.Namespace) -> int:
     from interp_steer.data.corpus import file_sha256, load_corpus, shared_corpus_path
     from interp_steer.saes.training import SAETrainingConfig, export_checkpoint, train_sae
 
-    for flag, value, low, strict, integer in (
-            ("--d-sae", args.d_sae, 1, False, True), ("--k", args.k, 1, False, True),
-            ("--training-tokens", args.training_tokens, 1, False, True),
-            ("--context-size", args.context_size, 2, False, True), ("--batch-tokens", args.batch_tokens, 1, False, True),
-            ("--lr", args.lr, 0, True, False), ("--l1-coefficient", args.l1_coefficient, 0, False, False),
-            ("--l0-coefficient", args.l0_coefficient, 0, False, False),
-            ("--dead-feature-window", args.dead_feature_window, 1, False, True),
-            ("--checkpoints", args.checkpoints, 0, False, True), ("--quality-tokens", args.quality_tokens, 1, False, True),
-            ("--resample-tokens", args.resample_tokens, 1, False, True),
-            ("--aux-coefficient", args.aux_coefficient, 0, False, False)):
-        check_number(value, flag, minimum=low, strict_min=strict, integer=integer)
-    check_number(args.heldout_fraction, "--heldout-fraction", minimum=0, maximum=0.5, strict_min=True)
-    if args.architecture == "topk" and args.k > args.d_sae:
-        raise InterpSteerError(f"--k {args.k} is larger than --d-sae {args.d_sae}")
+    cfg = SAETrainingConfig(
+        hook=args.hook, d_sae=args.d_sae, architecture=args.architecture, k=args.k,
+        l1_coefficient=args.l1_coefficient, l0_coefficient=args.l0_coefficient,
+        training_tokens=args.training_tokens, context_size=args.context_size,
+        train_batch_size_tokens=args.batch_tokens, lr=args.lr, heldout_fraction=args.heldout_fraction, seed=args.seed,
+        n_checkpoints=args.checkpoints, resume_from_checkpoint=args.resume_from,
+        dead_feature_window=args.dead_feature_window, init_from=args.init_from,
+        resample_dead=args.resample_dead, resample_tokens=args.resample_tokens,
+        aux_loss_coefficient=args.aux_coefficient,
+    )
+    cfg.validate(names=FLAGS)  # every option, named by its flag, before the model loads
+    check_number(args.quality_tokens, "--quality-tokens", minimum=1, integer=True)
     cli._check_hook(args.hook, args)
     corpus_path = Path(args.corpus) if args.corpus else shared_corpus_path()
     if corpus_path is None:
@@ -76,16 +84,6 @@ def cmd_train_sae(args: argparse.Namespace) -> int:
     else:
         train_docs = load_corpus(corpus_path, split="train", **split)
         corpus_info["documents_train"] = len(train_docs)
-        cfg = SAETrainingConfig(
-            hook=args.hook, d_sae=args.d_sae, architecture=args.architecture, k=args.k,
-            l1_coefficient=args.l1_coefficient, l0_coefficient=args.l0_coefficient,
-            training_tokens=args.training_tokens, context_size=args.context_size,
-            train_batch_size_tokens=args.batch_tokens, lr=args.lr, seed=args.seed,
-            n_checkpoints=args.checkpoints, resume_from_checkpoint=args.resume_from,
-            dead_feature_window=args.dead_feature_window, init_from=args.init_from,
-            resample_dead=args.resample_dead, resample_tokens=args.resample_tokens,
-            aux_loss_coefficient=args.aux_coefficient,
-        )
         train_sae(model, train_docs, config=cfg, output_dir=tmp_out, command=command, corpus_info=corpus_info,
                   progress=True)
     meta = _finalize_sae(model, tmp_out, out, held_docs, corpus_info, args)

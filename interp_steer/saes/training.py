@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -63,16 +64,22 @@ class SAETrainingConfig:
     dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> None:
-        """One :class:`InterpSteerError` naming the first option that is out of range (before any work)."""
+    def validate(self, names: Mapping[str, str] | None = None) -> None:
+        """One :class:`InterpSteerError` naming the first option that is out of range (before any work).
+
+        ``names`` maps field names to the labels the caller's users know them by (the CLI passes its flags, e.g.
+        ``{"train_batch_size_tokens": "--batch-tokens"}``); unmapped fields are named as they are."""
         from interp_steer.validation import check_number
 
+        def name(f: str) -> str:
+            return (names or {}).get(f, f)
+
         if self.architecture not in ("topk", "jumprelu", "standard"):
-            raise InterpSteerError(f"unknown SAE architecture {self.architecture!r}; expected topk, jumprelu or "
-                                   "standard")
+            raise InterpSteerError(f"unknown SAE architecture {self.architecture!r} ({name('architecture')}); "
+                                   "expected topk, jumprelu or standard")
         if not isinstance(self.hook, str) or not self.hook:
-            raise InterpSteerError(f"hook must be a hook name, got {self.hook!r}")
-        for name, low, strict, integer in (
+            raise InterpSteerError(f"{name('hook')} must be a hook name, got {self.hook!r}")
+        for f, low, strict, integer in (
                 ("d_sae", 1, False, True), ("k", 1, False, True), ("training_tokens", 1, False, True),
                 ("context_size", 2, False, True), ("train_batch_size_tokens", 1, False, True),
                 ("lr", 0, True, False), ("l1_coefficient", 0, False, False), ("l0_coefficient", 0, False, False),
@@ -80,15 +87,15 @@ class SAETrainingConfig:
                 ("store_batch_size_prompts", 1, False, True), ("n_batches_in_buffer", 1, False, True),
                 ("norm_estimate_batches", 1, False, True), ("seed", 0, False, True), ("n_checkpoints", 0, False, True),
                 ("resample_tokens", 1, False, True), ("aux_loss_coefficient", 0, False, False)):
-            check_number(getattr(self, name), name, minimum=low, strict_min=strict, integer=integer)
-        check_number(self.lr_decay_fraction, "lr_decay_fraction", minimum=0, maximum=1)
-        check_number(self.heldout_fraction, "heldout_fraction", minimum=0, maximum=0.5, strict_min=True)
+            check_number(getattr(self, f), name(f), minimum=low, strict_min=strict, integer=integer)
+        check_number(self.lr_decay_fraction, name("lr_decay_fraction"), minimum=0, maximum=1)
+        check_number(self.heldout_fraction, name("heldout_fraction"), minimum=0, maximum=0.5, strict_min=True)
         if self.architecture == "topk" and self.k > self.d_sae:
-            raise InterpSteerError(f"k {self.k} is larger than d_sae {self.d_sae}")
+            raise InterpSteerError(f"{name('k')} {self.k} is larger than {name('d_sae')} {self.d_sae}")
         from sae_lens.constants import DTYPE_MAP
 
         if self.dtype not in DTYPE_MAP:
-            raise InterpSteerError(f"dtype must be one of {', '.join(DTYPE_MAP)}, got {self.dtype!r}")
+            raise InterpSteerError(f"{name('dtype')} must be one of {', '.join(DTYPE_MAP)}, got {self.dtype!r}")
 
 
 def tokenize_corpus(
