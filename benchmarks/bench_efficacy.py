@@ -22,11 +22,14 @@ Each (set, method) result is written to ``--output-dir`` as soon as it is done a
 long run resumes across sessions; ``--report`` rebuilds the table and plot from what is there.
 ``--rerun --reuse-vectors`` re-measures saved vectors (``--save-vectors``) without training them again, when the
 run that saved them used the same data and training settings (e.g. after a change to the calibration).
+``--ppl-confidence 0.9`` calibrates with the demo's 90 % upper confidence bound on the perplexity ratio instead of
+the measured ratio (a smaller λ, more likely to keep the bound on other documents).
 
     python benchmarks/bench_efficacy.py                                  # the 5 default sets, every method
     python benchmarks/bench_efficacy.py --sets mwe:corrigible-neutral-HHH --val-pairs 16   # the sixth set
     python benchmarks/bench_efficacy.py --sets bipo:power-seeking --methods yapo yapo:prox_l1=0.5 yapo:top_k=64
     python benchmarks/bench_efficacy.py --report
+    python benchmarks/bench_efficacy.py --rerun --reuse-vectors --ppl-confidence 0.9 --output-dir DIR  # DIR: a copy
     python benchmarks/bench_efficacy.py --sae 16384 --methods yapo yapo-sparse --output-dir benchmarks/results/efficacy_sae16384
 """
 
@@ -214,7 +217,8 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
 
         cal = calibrate_strength(model, vector, effect, sae=vsae, strengths=args.strengths,
                                  texts=base["calibration_texts"], max_ratio=args.max_ratio, max_tokens=args.ppl_tokens,
-                                 refine=args.refine, perplexity_unsteered=base["ppl_calibration"], shared=sh)
+                                 refine=args.refine, perplexity_unsteered=base["ppl_calibration"], shared=sh,
+                                 confidence=args.ppl_confidence)
         row["calibration"] = cal.to_dict()
         row["strength"] = cal.strength
         row["p_val_unsteered"] = p_val0
@@ -388,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refine", type=int, default=2,
                    help="bisection steps between the last fluent and the first failing strength of the grid")
     p.add_argument("--max-ratio", type=float, default=1.2)
+    p.add_argument("--ppl-confidence", type=float, default=None,
+                   help="a strength counts as fluent only when the perplexity ratio's one-sided upper confidence "
+                        "bound over the calibration documents (e.g. 0.9, as the demo) keeps --max-ratio "
+                        "(default: the measured ratio)")
     p.add_argument("--calibration-texts", type=int, default=24)
     p.add_argument("--report-texts", type=int, default=16)
     p.add_argument("--ppl-tokens", type=int, default=128)
@@ -412,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.sets:
         if behaviour_name(spec) not in INSTRUCTIONS and "prompt" in args.methods:
             raise SystemExit(f"no prompting instruction for {spec!r}; drop 'prompt' from --methods")
+    if args.ppl_confidence is not None and not 0.5 <= args.ppl_confidence < 1.0:
+        raise SystemExit(f"--ppl-confidence must be a probability in [0.5, 1), got {args.ppl_confidence}")
     for m in args.methods:
         base_m = parse_method(m)[0]
         if base_m not in ("prompt", "caa", "sas", "bipo", "yapo"):
