@@ -16,6 +16,8 @@ Methods: ``prompt`` (an instruction describing the behaviour, or its opposite, b
 prompting baseline), ``caa``, ``sas``, ``bipo``, ``yapo`` (exact), ``yapo-sparse`` (the sparse default,
 ``final_top_k=256``: derived from the saved exact YaPO vector when there is one, which is the same vector), and
 any ``yapo:key=value,...`` / ``bipo:key=value,...`` variant (PreferenceConfig fields) for Pareto tables;
+``<yapo method>@symmetric`` applies that method's vector (the saved one when there is one) with the symmetric
+operator, ``½·[e(λ) − e(−λ)]``, without training again (``yapo:symmetric=true`` trains with it);
 a variant with ``fluency_weight`` trains with the fluency term on ``--fluency-texts`` documents of the corpus'
 training split (the calibration and report documents are from its held-out split).
 Each (set, method) result is written to ``--output-dir`` as soon as it is done and skipped on a rerun, so a
@@ -80,9 +82,11 @@ def behaviour_name(spec: str) -> str:
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"yapo:prox_l1=0.5,top_k=64"`` → ``("yapo", {"prox_l1": 0.5, "top_k": 64})``."""
+    """``"yapo:prox_l1=0.5,top_k=64"`` → ``("yapo", {"prox_l1": 0.5, "top_k": 64})`` (an ``@operator`` suffix is
+    dropped: it changes how the vector is applied, not how it is built)."""
     from interp_steer.methods.preference import SPARSE_DEFAULT
 
+    spec = spec.partition("@")[0]
     if spec == "yapo-sparse":
         return "yapo", dict(SPARSE_DEFAULT)
     if ":" not in spec:
@@ -172,6 +176,7 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
 
     train, val, test, ab = data
     method, opts = parse_method(method_spec)
+    base_spec, _, operator = method_spec.partition("@")
     t0 = time.perf_counter()
     row: dict[str, Any] = {"set": spec, "method": method_spec, "options": opts, "n_train": len(train),
                            "n_val": len(val), "n_test": len(test), "n_ab": len(ab)}
@@ -185,16 +190,25 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
                    ppl_ratio_plus=None, ppl_ratio_minus=None, nnz=None)
     else:
         reused = saved_vector(spec, method_spec, args, model, sae)
-        derived = None if reused is not None else truncated_exact(spec, method, opts, args, model, sae)
+        derived, source = (None, None) if reused is not None else (
+            truncated_exact(spec, method, opts, args, model, sae),
+            "yapo" if set(opts) == {"final_top_k"} else "yapo with these options, truncated")
+        if reused is None and derived is None and operator:
+            derived, source = _saved(spec, base_spec, args, model, sae), base_spec  # the same vector, applied otherwise
         if reused is not None:
             vector, row["seconds_build"] = reused
             row["reused_vector"] = True
         elif derived is not None:
             vector, row["seconds_build"] = derived
-            row["derived_from"] = "yapo"
+            row["derived_from"] = source
         else:
             vector = build(model, sae, method, opts, train, val, args)
             row["seconds_build"] = round(time.perf_counter() - t0, 1)
+        if operator:
+            import dataclasses
+
+            vector = dataclasses.replace(vector, operator=operator)
+            row["operator"] = operator
         vsae = sae if vector.kind == "sae" else None
         sh = SharedLayers.for_vectors(model, [vector])  # the blocks below its layer run once per batch
         key = "latent" if vector.kind == "sae" else "vector"
@@ -280,18 +294,30 @@ def saved_vector(spec: str, method_spec: str, args, model, sae) -> tuple[Any, fl
 
 
 def truncated_exact(spec: str, method: str, opts: dict[str, Any], args, model, sae) -> tuple[Any, float] | None:
-    """``yapo:final_top_k=k`` (the sparse default) from the saved exact YaPO vector of the same settings: training
-    ignores ``final_top_k`` and selection happens before the truncation, so this is the vector that training with
-    the option would return, without training again. ``None`` when no such exact vector is saved."""
-    if method != "yapo" or set(opts) != {"final_top_k"}:
+    """``yapo:...,final_top_k=k`` (e.g. the sparse default) from the saved YaPO vector trained with the same
+    settings and options but ``final_top_k``: training ignores ``final_top_k`` and selection happens before the
+    truncation, so this is the vector that training with the option would return, without training again.
+    ``None`` when no such vector is saved."""
+    if method != "yapo" or "final_top_k" not in opts:
         return None
     from interp_steer.methods.sparsify import top_k_truncate
 
-    found = _saved(spec, "yapo", args, model, sae)
+    rest = {k: v for k, v in opts.items() if k != "final_top_k"}
+    source = "yapo" if not rest else _spec_with_options(spec, rest, args)
+    found = _saved(spec, source, args, model, sae) if source else None
     if found is None:
         return None
-    print(f"  yapo:final_top_k={opts['final_top_k']}: truncating the saved exact YaPO vector", flush=True)
+    print(f"  final_top_k={opts['final_top_k']}: truncating the saved {source} vector", flush=True)
     return top_k_truncate(found[0], int(opts["final_top_k"]), sae=sae), found[1]
+
+
+def _spec_with_options(spec: str, opts: dict[str, Any], args) -> str | None:
+    """The method spec of a saved YaPO run of this set whose options are ``opts`` (any spelling), if any."""
+    for run in sorted((Path(args.output_dir) / "runs").glob(f"{behaviour_name(spec)}__yapo*.json")):
+        old = json.loads(run.read_text())
+        if "@" not in old.get("method", "@") and old.get("options") == opts:
+            return str(old["method"])
+    return None
 
 
 def slug(method_spec: str) -> str:
@@ -424,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--ppl-confidence must be a probability in [0.5, 1), got {args.ppl_confidence}")
     for m in args.methods:
         base_m = parse_method(m)[0]
+        if "@" in m and (m.partition("@")[2] != "symmetric" or base_m != "yapo"):
+            raise SystemExit(f"{m!r}: the only operator suffix is @symmetric, for YaPO vectors")
         if base_m not in ("prompt", "caa", "sas", "bipo", "yapo"):
             raise SystemExit(f"unknown method {m!r}")
     if args.sae:

@@ -112,10 +112,13 @@ def test_latent_usage_reports_top_latents_and_rescaled_decoders(tiny_model):
 # ------------------------------------------------------------------------------------------- attribution
 
 
+@pytest.mark.parametrize("operator", ["add", "symmetric"])
 @pytest.mark.parametrize("arch", ["standard", "jumprelu", "topk"])
-def test_grad_x_delta_is_exact_for_a_metric_linear_in_the_latents(tokenizer, tiny_model, arch):
+def test_grad_x_delta_is_exact_for_a_metric_linear_in_the_latents(tokenizer, tiny_model, arch, operator):
+    import dataclasses
+
     sae = make_sae(arch, tiny_model.cfg.d_model, 96, POST0)
-    vec = _sae_vector(tiny_model, sae, _sparse_latent(96, 16))
+    vec = dataclasses.replace(_sae_vector(tiny_model, sae, _sparse_latent(96, 16)), operator=operator)
     metric = _linear_metric(tokenizer, tiny_model.cfg.d_model)
     res = attribute(tiny_model, vec, metric, sae=sae, strength=2.0, ablate_top=16)
     assert abs(res.total_effect) > 1.0  # the vector does move the metric

@@ -87,6 +87,47 @@ def test_sparse_support_path_equals_full_formula(architecture):
         torch.testing.assert_close(fast(h, lam), SAEIntervention(sae, v, sparse=False)(h, lam), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("architecture", ["topk", "standard", "jumprelu"])
+def test_symmetric_operator_is_odd_in_lambda_and_matches_its_definition(architecture):
+    sae = make_sae(architecture, 32, 256, TINY_HOOK, seed=4)
+    torch.manual_seed(5)
+    v = torch.zeros(256)
+    idx = torch.randperm(256)[:12]
+    v[idx] = torch.randn(12) * 2
+    h = torch.randn(3, 7, 32) * 3
+    s = sae.encode(h)
+    for sparse in (False, "auto"):
+        sym = SAEIntervention(sae, v, sparse=sparse, symmetric=True)
+        for lam in (0.5, 3.0):
+            plus, minus = sym(h, lam) - h, sym(h, -lam) - h
+            torch.testing.assert_close(minus, -plus, atol=1e-5, rtol=1e-5)  # -λ is exactly the opposite edit
+            expected = 0.5 * (sae.decode(torch.relu(s + lam * v)) - sae.decode(torch.relu(s - lam * v)))
+            torch.testing.assert_close(plus, expected, atol=1e-5, rtol=1e-5)
+    # the formula itself is not odd: both signs switch latents on, so its two edits share a component
+    plain = SAEIntervention(sae, v, sparse=False)
+    assert not torch.allclose(plain(h, -3.0) - h, -(plain(h, 3.0) - h), atol=1e-3)
+
+
+def test_symmetric_vectors_steer_symmetrically_through_steer(tiny_model, tiny_sae):
+    import dataclasses
+
+    from interp_steer.steering import interventions_for
+    from interp_steer.steering.vector import SteeringVector
+
+    torch.manual_seed(6)
+    v = torch.randn(tiny_sae.cfg.d_sae)
+    vec = SteeringVector("yapo", "sae", {TINY_HOOK: {"latent": v}}, {"name": "tiny"}, sae={"hook": TINY_HOOK},
+                         operator="symmetric")
+    (iv,) = interventions_for(vec, tiny_sae).values()
+    assert iv.symmetric
+    (plain,) = interventions_for(dataclasses.replace(vec, operator="add"), tiny_sae).values()
+    assert not plain.symmetric
+    with pytest.raises(InterpSteerError, match="does not apply to a dense vector"):
+        SteeringVector("bipo", "dense", {TINY_HOOK: {"vector": torch.ones(4)}}, {"name": "tiny"}, operator="symmetric")
+    with pytest.raises(InterpSteerError, match="does not apply to a sae vector"):
+        dataclasses.replace(vec, operator="ablate")
+
+
 def test_sparse_path_refused_for_topk():
     sae = make_sae("topk", 32, 64, TINY_HOOK)
     v = torch.zeros(64)

@@ -198,6 +198,27 @@ def _latent(res):
     return res.vector.vector()
 
 
+def test_symmetric_yapo_trains_and_steers_with_the_odd_operator(tiny_model, tmp_path):
+    from interp_steer.steering.vector import SteeringVector
+
+    sae = make_sae("standard", tiny_model.cfg.d_model, 64, TINY_HOOK)
+    common = {"sae": sae, "epochs": 2, "batch_size": 2, "lr": 5e-2, "eval_fraction": 0.0, "progress": False}
+    res = train_vector(tiny_model, PAIRS, "yapo", symmetric=True, **common)
+    vec = res.vector
+    assert vec.operator == "symmetric" and vec.config["symmetric"] is True
+    assert int((_latent(res) != 0).sum()) > 0
+    loaded = SteeringVector.load(vec.save(tmp_path / "sym"), model=tiny_model, sae=sae)
+    assert loaded.operator == "symmetric"
+    # the intervention training and evaluation build for it is odd in λ, and it changed what was learned
+    iv = make_intervention("yapo", _latent(res), sae, symmetric=True)
+    h = torch.randn(2, 3, tiny_model.cfg.d_model)
+    torch.testing.assert_close(iv(h, -1.5) - h, -(iv(h, 1.5) - h), atol=1e-5, rtol=1e-5)
+    plain = train_vector(tiny_model, PAIRS, "yapo", **common).vector
+    assert plain.operator == "add" and not torch.equal(_latent(res), plain.vector())
+    with pytest.raises(InterpSteerError, match="YaPO only"):
+        train_vector(tiny_model, PAIRS, "bipo", hook=TINY_HOOK, symmetric=True, progress=False)
+
+
 def test_sparse_options_keep_their_guarantees(tiny_model):
     sae = make_sae("standard", tiny_model.cfg.d_model, 64, TINY_HOOK)
     common = {"sae": sae, "epochs": 3, "batch_size": 2, "lr": 5e-2, "eval_fraction": 0.0, "progress": False}

@@ -390,16 +390,18 @@ def mcq_margin_metric(model: Any, items: Sequence[MCQItem], *, batch_size: int =
 
 
 class _LatentProbe(Intervention):
-    """SAE steering whose steered latents are autograd leaves: ``s + α·Δ`` with ``Δ = ReLU(s + λv) − s``."""
+    """SAE steering whose steered latents are autograd leaves: ``s + α·Δ`` with ``Δ = ReLU(s + λv) − s``
+    (``symmetric``: ``Δ = ½·[ReLU(s + λv) − ReLU(s − λv)]``, the symmetric operator's edit in latent space)."""
 
-    def __init__(self, sae: Any, latent: torch.Tensor, alpha: float = 1.0):
-        self.sae, self.latent, self.alpha = sae, latent, alpha
+    def __init__(self, sae: Any, latent: torch.Tensor, alpha: float = 1.0, symmetric: bool = False):
+        self.sae, self.latent, self.alpha, self.symmetric = sae, latent, alpha, symmetric
         self.records: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def __call__(self, h: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
         sae = self.sae
         s = sae.encode(h.detach().to(sae.dtype)).detach()
-        delta = (torch.relu(s + strength * self.latent.to(s.dtype)) - s).detach()
+        v = strength * self.latent.to(s.dtype)
+        delta = (0.5 * (torch.relu(s + v) - torch.relu(s - v)) if self.symmetric else torch.relu(s + v) - s).detach()
         leaf = (s + self.alpha * delta).requires_grad_(True)
         self.records.append((leaf, delta))
         return h + (sae.decode(leaf) - sae.decode(s)).to(h.dtype)
@@ -674,25 +676,26 @@ def attribute(model: Any, vector: SteeringVector, metric: SequenceMetric | Metri
     alphas = [1.0] if steps == 1 else [(t + 0.5) / steps for t in range(steps)]
     if vector.kind == "sae":
         v = _sae_latent(vector, sae).to(device)
+        symmetric = vector.operator == "symmetric"
         hook = vector.hook_points[0]
         runner = _Runner(model, hook, metric, policy)
         est = torch.zeros(v.numel())
         probe_value = 0.0
         for alpha in alphas:
-            value, acc = _gradient_run(runner, _LatentProbe(sae, v, alpha), strength,
+            value, acc = _gradient_run(runner, _LatentProbe(sae, v, alpha, symmetric), strength,
                                        lambda g, d: (g * d).reshape(-1, d.shape[-1]).sum(0).cpu())
             if acc is not None:
                 est += acc / len(alphas)
             probe_value = value
         unsteered = runner.run(None, strength)
-        steered = runner.run(SAEIntervention(sae, v, sparse=sparse), strength)
+        steered = runner.run(SAEIntervention(sae, v, sparse=sparse, symmetric=symmetric), strength)
         candidates = [int(i) for i in est.abs().argsort(descending=True, stable=True)
                       if float(v[int(i)]) != 0][:ablate_top]
         ablation = []
         for i in candidates:
             w = v.clone()
             w[i] = 0
-            ablation.append(steered - runner.run(SAEIntervention(sae, w, sparse=sparse), strength))
+            ablation.append(steered - runner.run(SAEIntervention(sae, w, sparse=sparse, symmetric=symmetric), strength))
         return Attribution(metric_name, hook, strength, policy, steps, "latent", unsteered, steered, probe_value,
                            est, candidates, ablation, forwards=runner.forwards)
 

@@ -74,6 +74,12 @@ class PreferenceConfig:
       This is :data:`SPARSE_DEFAULT` (256 latents): the step-wise options above shrink ``v`` while it is being
       learned and, measured in the efficacy benchmark, left 19–42 latents that steer nothing.
 
+    Symmetric steering (YaPO, off by default): ``symmetric=True`` trains and steers with
+    ``h + ½·[e(λ) − e(−λ)]``, ``e(λ) = Dec(ReLU(s + λ·v)) − Dec(s)`` (the vector's ``operator="symmetric"``), so
+    that ``d = −1`` applies exactly the opposite edit of ``d = +1``, as BiPO's does. In the formula itself every
+    latent of ``v`` is switched on at one of the two signs, and SAE decoder rows share a common direction, so the
+    ``+λ`` and ``−λ`` edits of a trained vector point largely the same way (``scripts/yapo_asymmetry.py``).
+
     Fluency (off by default): with ``fluency_weight`` ``γ`` each step's loss gains
     ``γ · mean over ±μ of max(0, c(±μ) − log fluency_max_ratio)``, where ``c(μ)`` is the mean per-token increase
     of the negative log-likelihood of general text (``fluency_texts`` of :func:`train_vector`; ``fluency_docs``
@@ -113,6 +119,7 @@ class PreferenceConfig:
     support_size: int = 256
     support_min_freq: float = 0.01
     max_edit_norm: float | None = None
+    symmetric: bool = False  # YaPO: train and steer with the symmetric operator (see above)
     final_top_k: int | None = None  # truncate the selected vector to its heaviest coordinates (see above)
     eval_fraction: float = 0.1  # held-out share when no eval set is given
     eval_every: int = 0  # steps between held-out evaluations; 0 = every epoch
@@ -312,12 +319,12 @@ def dpo_loss(logp_v: torch.Tensor, logp_0: torch.Tensor, direction: float, beta:
     return -F.logsigmoid(beta * logits).mean(), logits
 
 
-def make_intervention(method: str, v: torch.Tensor, sae: Any | None) -> Intervention:
+def make_intervention(method: str, v: torch.Tensor, sae: Any | None, *, symmetric: bool = False) -> Intervention:
     if method == "bipo":
         return DenseIntervention(v)
     if sae is None:
         raise InterpSteerError("YaPO needs an SAE (pass sae=)")
-    return SAEIntervention(sae, v, sparse=False)
+    return SAEIntervention(sae, v, sparse=False, symmetric=symmetric)
 
 
 class _Counted(Intervention):
@@ -672,7 +679,7 @@ def train_vector(
     v = torch.zeros(width, device=device, dtype=torch.float32, requires_grad=True)
     support = latent_support(model, sae, train, hook, cfg) if (yapo and cfg.support) else None
     opt = torch.optim.AdamW([v], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    intervention = _Counted(make_intervention(cfg.method, v, sae))
+    intervention = _Counted(make_intervention(cfg.method, v, sae, symmetric=cfg.symmetric))
     per_step = cfg.batch_size * cfg.grad_accum
     steps_per_epoch = math.ceil(len(train) / per_step)
     total = steps_per_epoch * cfg.epochs
@@ -769,7 +776,8 @@ def train_vector(
             due = (step % cfg.eval_every == 0 or step == total) if cfg.eval_every else epoch_done
             if due and held is not None:
                 ev = {"step": step, "epoch": epoch, "nnz": record["nnz"],
-                      **evaluate_pairs(model, held, make_intervention(cfg.method, v.detach(), sae), hook,
+                      **evaluate_pairs(model, held, make_intervention(cfg.method, v.detach(), sae,
+                                                                      symmetric=cfg.symmetric), hook,
                                        cfg.strength, cfg.beta, cfg.positions)}
                 ev["loss"] = (ev["loss_plus"] + ev["loss_minus"]) / 2
                 evals.append(ev)
@@ -840,6 +848,10 @@ def _check_config(cfg: PreferenceConfig) -> None:
         raise bad(f"final_top_k must be a positive integer, got {cfg.final_top_k!r}")
     if cfg.max_edit_norm is not None and not (math.isfinite(cfg.max_edit_norm) and cfg.max_edit_norm > 0):
         raise bad(f"max_edit_norm must be a positive finite number, got {cfg.max_edit_norm}")
+    if not isinstance(cfg.symmetric, bool):
+        raise bad(f"symmetric must be True or False, got {cfg.symmetric!r}")
+    if cfg.symmetric and cfg.method != "yapo":
+        raise bad("symmetric= is an SAE-latent operator: YaPO only (BiPO's edit is symmetric already)")
     if cfg.eval_every < 0:
         raise bad(f"eval_every must be >= 0, got {cfg.eval_every}")
     if isinstance(cfg.fluency_weight, bool) or not isinstance(cfg.fluency_weight, (int, float)) or not (
@@ -975,7 +987,7 @@ def _artifact(model: Any, sae: Any | None, cfg: PreferenceConfig, hook: str, v: 
     if cfg.method == "yapo":
         return SteeringVector("yapo", "sae", {hook: {"latent": tensor}}, model_fingerprint(model).to_dict(),
                               sae=sae_reference(sae).to_dict(), positions=cfg.positions, config=asdict(cfg),
-                              metrics=metrics)
+                              metrics=metrics, operator="symmetric" if cfg.symmetric else "add")
     return SteeringVector("bipo", "dense", {hook: {"vector": tensor}}, model_fingerprint(model).to_dict(),
                           positions=cfg.positions, config=asdict(cfg), metrics=metrics)
 

@@ -82,18 +82,20 @@ def _sparse_ok(sae: Any) -> bool:
 
 
 class SAEIntervention(Intervention):
-    """YaPO/SAS steering in the latent space of a sae-lens SAE.
+    """YaPO/SAS steering in the latent space of a sae-lens SAE: ``h + e(λ)``, ``e(λ) = Dec(ReLU(s + λ·v)) − Dec(s)``.
 
     ``sparse``: ``"auto"`` uses the support-only encoder when ``v`` has at most ``sparse_fraction`` non-zeros
     and the SAE is elementwise; ``True`` forces it (error if impossible); ``False`` always runs the full SAE.
+    ``symmetric``: apply ``½·[e(λ) − e(−λ)]`` instead, so that ``−λ`` is exactly the opposite edit of ``+λ``.
     """
 
     def __init__(self, sae: Any, latent: Float[torch.Tensor, " d_sae"], *, sparse: bool | str = "auto",
-                 sparse_fraction: float = 0.25):
+                 sparse_fraction: float = 0.25, symmetric: bool = False):
         if latent.shape[-1] != sae.cfg.d_sae:
             raise InterpSteerError(f"latent vector has {latent.shape[-1]} entries but the SAE has {sae.cfg.d_sae}")
         self.sae = sae
         self.latent = latent
+        self.symmetric = symmetric
         support = None
         if sparse is not False and not latent.requires_grad:
             nz = torch.nonzero(latent.detach() != 0).flatten()
@@ -106,31 +108,29 @@ class SAEIntervention(Intervention):
                 )
         self.support = support
 
-    def full(self, h: Act, strength: float | torch.Tensor) -> Act:
+    def _edits(self, h: Act, strengths: tuple[float | torch.Tensor, ...]) -> list[Act]:
+        """``e(λ)`` for each strength, from one encoding of ``h`` (in the SAE's dtype)."""
         sae = self.sae
-        x = h.to(sae.dtype)
-        s = sae.encode(x)
-        steered = torch.relu(s + strength * self.latent.to(s.dtype))
-        return h + (sae.decode(steered) - sae.decode(s)).to(h.dtype)
-
-    def sparse(self, h: Act, strength: float | torch.Tensor) -> Act:
-        sae = self.sae
+        if self.support is None:
+            s = sae.encode(h.to(sae.dtype))
+            base = sae.decode(s)
+            return [sae.decode(torch.relu(s + lam * self.latent.to(s.dtype))) - base for lam in strengths]
         idx = self.support
-        assert idx is not None
         if idx.numel() == 0:
-            return h
+            return [torch.zeros_like(h, dtype=sae.dtype) for _ in strengths]
         x = sae.process_sae_in(h.to(sae.dtype))
         pre = x @ sae.W_enc[:, idx] + sae.b_enc[idx]
         s = torch.relu(pre)
         if sae.cfg.architecture() == "jumprelu":
             s = s * (pre > sae.threshold[idx]).to(s.dtype)
-        delta = torch.relu(s + strength * self.latent[idx].to(s.dtype)) - s
-        return h + (delta @ sae.W_dec[idx]).to(h.dtype)
+        v = self.latent[idx].to(s.dtype)
+        return [(torch.relu(s + lam * v) - s) @ sae.W_dec[idx] for lam in strengths]
 
     def __call__(self, h: Act, strength: float | torch.Tensor) -> Act:
-        if self.support is not None:
-            return self.sparse(h, strength)
-        return self.full(h, strength)
+        if self.symmetric:
+            plus, minus = self._edits(h, (strength, -strength))
+            return h + (0.5 * (plus - minus)).to(h.dtype)
+        return h + self._edits(h, (strength,))[0].to(h.dtype)
 
 
 def interventions_for(vector: SteeringVector, sae: Any | None = None, *, sparse: bool | str = "auto") -> dict[str, Intervention]:
@@ -144,7 +144,7 @@ def interventions_for(vector: SteeringVector, sae: Any | None = None, *, sparse:
         else:
             if sae is None:
                 raise InterpSteerError(f"{vector.method} vector steers in SAE latent space: pass sae=")
-            out[hook] = SAEIntervention(sae, parts["latent"], sparse=sparse)
+            out[hook] = SAEIntervention(sae, parts["latent"], sparse=sparse, symmetric=vector.operator == "symmetric")
     return out
 
 

@@ -24,7 +24,10 @@ from interp_steer.validation import finite_json
 Kind = Literal["dense", "sae", "affine"]
 KINDS: tuple[str, ...] = ("dense", "sae", "affine")
 # how a dense vector acts: add it, project its direction out of h, or project out then add (refusal-direction work)
-OPERATORS: tuple[str, ...] = ("add", "ablate", "ablate_add")
+OPERATORS: tuple[str, ...] = ("add", "ablate", "ablate_add", "symmetric")
+# the operators each kind accepts
+KIND_OPERATORS: dict[str, tuple[str, ...]] = {"dense": ("add", "ablate", "ablate_add"), "sae": ("add", "symmetric"),
+                                              "affine": ("add",)}
 FORMAT = "interp_steer.vector/1"
 # tensor names per hook point for each kind
 TENSOR_NAMES: dict[str, tuple[str, ...]] = {"dense": ("vector",), "sae": ("latent",), "affine": ("scale", "bias")}
@@ -44,7 +47,10 @@ class SteeringVector:
         positions: default position policy when applied ("all", "after_instruction", "generated").
         config: the method's settings; metrics: what it measured (losses, accuracies, norms).
         operator: for dense vectors, ``add`` (``h + λ·v``, the default), ``ablate`` (``h − λ·(h·v̂)·v̂``: λ = 1
-            removes the direction) or ``ablate_add`` (``h − (h·v̂)·v̂ + λ·v``). Switch with
+            removes the direction) or ``ablate_add`` (``h − (h·v̂)·v̂ + λ·v``). For ``sae`` vectors, ``add`` (the
+            formula above, YaPO's) or ``symmetric``: ``h + ½·[e(λ) − e(−λ)]`` with ``e(λ) = Dec(ReLU(s + λ·v)) −
+            Dec(s)``, so that −λ applies exactly the opposite edit of +λ (the formula's two signs share a common
+            component: every latent of ``v`` is switched on at one of them). Switch with
             ``dataclasses.replace(vec, operator="ablate")``.
     """
 
@@ -70,8 +76,9 @@ class SteeringVector:
                 raise InterpSteerError(f"{self.kind} vector at {hook} lacks tensors {sorted(missing)}")
         if self.operator not in OPERATORS:
             raise InterpSteerError(f"unknown operator {self.operator!r}; expected one of {OPERATORS}")
-        if self.operator != "add" and self.kind != "dense":
-            raise InterpSteerError(f"operator {self.operator!r} needs a dense vector (this one is {self.kind})")
+        if self.operator not in KIND_OPERATORS[self.kind]:
+            raise InterpSteerError(f"operator {self.operator!r} does not apply to a {self.kind} vector; expected one of "
+                                   f"{KIND_OPERATORS[self.kind]}")
         if self.kind == "sae" and self.sae is None:
             raise InterpSteerError("an SAE-latent vector must record its SAE reference")
         from interp_steer.validation import check_tensor
