@@ -321,6 +321,7 @@ def test_cli_output_file_that_is_a_folder(capsys, tmp_path, no_model):
     (["train", "--method", "lineas", "--source", "local:news", "--target", "local:news", "--lr", "0"],
      "lr must be > 0"),
     (["train", "--data", "missing.jsonl"], "data file not found: missing.jsonl"),
+    (["train", "--method", "bipo", "--symmetric"], "symmetric= is an SAE-latent operator: YaPO only"),
     (["demo", "--ppl-confidence", "0.2"], "expected a probability in [0.5, 1) or 'none'"),
     (["train-sae", "--lr", "-1"], "--lr must be > 0"),
     (["train-sae", "--hook", "blocks.99.hook_resid_post"], "--hook 99 is out of range"),

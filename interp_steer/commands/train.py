@@ -51,6 +51,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         options["l1_penalty"] = args.l1
     if args.save_every_epoch:
         options["save_every_epoch"] = True
+    if args.symmetric:
+        options["symmetric"] = True
     _check_config(preference_config(args.preset, method=args.method, **options))  # before any model load
     cli._check_layer(args.layer, args)
     if args.sae:
@@ -136,6 +138,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-edit-norm", type=float, default=None, help="cap on the norm of the decoded edit")
     p.add_argument("--sparse", action="store_true",
                    help="yapo: the sparse default (exact training, then its 256 heaviest latents: --final-top-k 256)")
+    p.add_argument("--symmetric", action="store_true",
+                   help="yapo: train and steer with the symmetric operator ½[e(λ) − e(−λ)], so that −λ is exactly "
+                        "the opposite edit of +λ")
     p.add_argument("--eval-fraction", type=float, default=None,
                    help="share of the training pairs held out to select the vector (default 0.1)")
     p.add_argument("--eval-every", type=int, default=None, help="steps between held-out evaluations (default: epoch)")
