@@ -73,14 +73,19 @@ def test_formulas_match_their_definitions(tiny_sae):
     torch.testing.assert_close(AffineIntervention(w, b)(h, lam), lam * (w * h + b) + (1 - lam) * h)
 
 
-@pytest.mark.parametrize("architecture", ["standard", "jumprelu"])
-def test_sparse_support_path_equals_full_formula(architecture):
-    sae = make_sae(architecture, 32, 256, TINY_HOOK, seed=3)
-    torch.manual_seed(2)
+def _sparse_setup(architecture: str, sae_seed: int, seed: int):
+    """A 256-latent SAE, a latent vector with 12 non-zeros and activations that fire it."""
+    sae = make_sae(architecture, 32, 256, TINY_HOOK, seed=sae_seed)
+    torch.manual_seed(seed)
     v = torch.zeros(256)
     idx = torch.randperm(256)[:12]
     v[idx] = torch.randn(12) * 2
-    h = torch.randn(3, 7, 32) * 3
+    return sae, v, torch.randn(3, 7, 32) * 3
+
+
+@pytest.mark.parametrize("architecture", ["standard", "jumprelu"])
+def test_sparse_support_path_equals_full_formula(architecture):
+    sae, v, h = _sparse_setup(architecture, 3, 2)
     fast = SAEIntervention(sae, v)
     assert fast.support is not None and fast.support.numel() == 12
     for lam in (-2.0, 0.5, 4.0):
@@ -89,12 +94,7 @@ def test_sparse_support_path_equals_full_formula(architecture):
 
 @pytest.mark.parametrize("architecture", ["topk", "standard", "jumprelu"])
 def test_symmetric_operator_is_odd_in_lambda_and_matches_its_definition(architecture):
-    sae = make_sae(architecture, 32, 256, TINY_HOOK, seed=4)
-    torch.manual_seed(5)
-    v = torch.zeros(256)
-    idx = torch.randperm(256)[:12]
-    v[idx] = torch.randn(12) * 2
-    h = torch.randn(3, 7, 32) * 3
+    sae, v, h = _sparse_setup(architecture, 4, 5)
     s = sae.encode(h)
     for sparse in (False, "auto"):
         sym = SAEIntervention(sae, v, sparse=sparse, symmetric=True)
