@@ -190,11 +190,12 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
                    ppl_ratio_plus=None, ppl_ratio_minus=None, nnz=None)
     else:
         reused = saved_vector(spec, method_spec, args, model, sae)
-        derived, source = (None, None) if reused is not None else (
-            truncated_exact(spec, method, opts, args, model, sae),
-            "yapo" if set(opts) == {"final_top_k"} else "yapo with these options, truncated")
-        if reused is None and derived is None and operator:
-            derived, source = _saved(spec, base_spec, args, model, sae), base_spec  # the same vector, applied otherwise
+        derived, source = None, None
+        if reused is None:
+            derived = truncated_exact(spec, method, opts, args, model, sae)
+            source = "yapo" if set(opts) == {"final_top_k"} else "yapo with these options, truncated"
+            if derived is None and operator:  # the saved vector of the method itself, applied otherwise
+                derived, source = _saved(spec, base_spec, args, model, sae), base_spec
         if reused is not None:
             vector, row["seconds_build"] = reused
             row["reused_vector"] = True

@@ -34,7 +34,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def token_acts(model: Any, hook: str, sequences: list[list[int]]) -> torch.Tensor:
     """Residual activations at ``hook`` for every token of every sequence, stacked ``[tokens, d_model]``."""
-    layer = int(hook.split(".")[1])
+    from interp_steer.methods.activations import hook_layer
+
+    layer = hook_layer(hook)
     out = []
     with torch.no_grad():
         for ids in sequences:
@@ -54,8 +56,8 @@ def edit_stats(vector: Any, sae: Any, h: torch.Tensor, lam: float) -> dict[str, 
                "cos_minus_vs_neg_plus": float(torch.nn.functional.cosine_similarity(minus, -plus, dim=-1).mean()),
                "resid_norm": float(h.norm(dim=-1).mean())}
         row["norm_ratio_minus_over_plus"] = row["edit_norm_minus"] / max(row["edit_norm_plus"], 1e-12)
-        # the edit's even part (the same at both signs: moves nothing between +λ and −λ, costs fluency at both)
-        # against its odd part (what separates +λ from −λ)
+        # the edit's even part (the same at both signs: it moves nothing between +λ and −λ) against its odd part
+        # (what separates +λ from −λ)
         row["even_norm"] = float(((plus + minus) / 2).norm(dim=-1).mean())
         row["odd_norm"] = float(((plus - minus) / 2).norm(dim=-1).mean())
         if vector.kind == "sae":

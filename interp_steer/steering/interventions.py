@@ -17,7 +17,7 @@ Under a KV cache, hooks see one position at a time; :class:`StepState.offset` te
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -108,29 +108,32 @@ class SAEIntervention(Intervention):
                 )
         self.support = support
 
-    def _edits(self, h: Act, strengths: tuple[float | torch.Tensor, ...]) -> list[Act]:
-        """``e(λ)`` for each strength, from one encoding of ``h`` (in the SAE's dtype)."""
+    def _codes(self, h: Act) -> tuple[Any, Any, Callable[[Any, Any], Any]] | None:
+        """``(s, v, diff)``: the codes of ``h`` and ``v`` (on the support only, on the sparse path) and
+        ``diff(a, b) = Dec(a) − Dec(b)``; ``None`` when ``v`` is all zero on the sparse path."""
         sae = self.sae
         if self.support is None:
             s = sae.encode(h.to(sae.dtype))
-            base = sae.decode(s)
-            return [sae.decode(torch.relu(s + lam * self.latent.to(s.dtype))) - base for lam in strengths]
+            return s, self.latent.to(s.dtype), lambda a, b: sae.decode(a) - sae.decode(b)
         idx = self.support
         if idx.numel() == 0:
-            return [torch.zeros_like(h, dtype=sae.dtype) for _ in strengths]
+            return None
         x = sae.process_sae_in(h.to(sae.dtype))
         pre = x @ sae.W_enc[:, idx] + sae.b_enc[idx]
         s = torch.relu(pre)
         if sae.cfg.architecture() == "jumprelu":
             s = s * (pre > sae.threshold[idx]).to(s.dtype)
-        v = self.latent[idx].to(s.dtype)
-        return [(torch.relu(s + lam * v) - s) @ sae.W_dec[idx] for lam in strengths]
+        return s, self.latent[idx].to(s.dtype), lambda a, b: (a - b) @ sae.W_dec[idx]
 
     def __call__(self, h: Act, strength: float | torch.Tensor) -> Act:
-        if self.symmetric:
-            plus, minus = self._edits(h, (strength, -strength))
-            return h + (0.5 * (plus - minus)).to(h.dtype)
-        return h + self._edits(h, (strength,))[0].to(h.dtype)
+        codes = self._codes(h)
+        if codes is None:
+            return h
+        s, v, diff = codes
+        steered = torch.relu(s + strength * v)
+        if self.symmetric:  # ½·[e(λ) − e(−λ)] = ½·[Dec(ReLU(s + λv)) − Dec(ReLU(s − λv))]
+            return h + (0.5 * diff(steered, torch.relu(s - strength * v))).to(h.dtype)
+        return h + diff(steered, s).to(h.dtype)
 
 
 def interventions_for(vector: SteeringVector, sae: Any | None = None, *, sparse: bool | str = "auto") -> dict[str, Intervention]:

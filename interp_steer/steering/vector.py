@@ -23,11 +23,11 @@ from interp_steer.validation import finite_json
 
 Kind = Literal["dense", "sae", "affine"]
 KINDS: tuple[str, ...] = ("dense", "sae", "affine")
-# how a dense vector acts: add it, project its direction out of h, or project out then add (refusal-direction work)
-OPERATORS: tuple[str, ...] = ("add", "ablate", "ablate_add", "symmetric")
-# the operators each kind accepts
+# the operators each kind accepts: a dense vector is added, its direction projected out of h, or projected out then
+# added (refusal-direction work); an SAE-latent vector follows the formula (add) or its odd part (symmetric)
 KIND_OPERATORS: dict[str, tuple[str, ...]] = {"dense": ("add", "ablate", "ablate_add"), "sae": ("add", "symmetric"),
                                               "affine": ("add",)}
+OPERATORS: tuple[str, ...] = tuple(dict.fromkeys(op for ops in KIND_OPERATORS.values() for op in ops))
 FORMAT = "interp_steer.vector/1"
 # tensor names per hook point for each kind
 TENSOR_NAMES: dict[str, tuple[str, ...]] = {"dense": ("vector",), "sae": ("latent",), "affine": ("scale", "bias")}
