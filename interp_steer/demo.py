@@ -1,6 +1,7 @@
 """The main job on the embedded default: learn a YaPO vector (the sparse default,
 :data:`~interp_steer.methods.preference.SPARSE_DEFAULT`: the exact method, then its 256 heaviest latents;
-``sparse=False`` keeps every latent) for one country of the culture set, choose its
+``sparse=False`` keeps every latent; ``symmetric=True`` trains and steers it with the symmetric operator
+``h + ½·[e(λ) − e(−λ)]`` instead of the paper's formula) for one country of the culture set, choose its
 strength on validation data under a fluency bound, then show held-out MCQ accuracy and generations with and
 without steering, and which SAE latents the vector uses — with each latent's country selectivity.
 
@@ -46,7 +47,8 @@ def demo_data(country: str, seed: int = 0) -> tuple[list[Any], list[Any], list[A
 
 
 def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, lr: float | None = None,
-             sparse: bool = True, max_ratio: float = 1.2, ppl_confidence: float | None = 0.9,
+             sparse: bool = True, symmetric: bool = False, max_ratio: float = 1.2,
+             ppl_confidence: float | None = 0.9,
              strengths: tuple[float, ...] | None = None,
              n_generations: int = 4, max_new_tokens: int = 40, output_dir: str | Path = "runs/demo",
              seed: int = 0, model: Any | None = None, sae: Any | None = None) -> dict[str, Any]:
@@ -85,6 +87,8 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
     options = dict(SPARSE_DEFAULT) if sparse else {}
     if lr is not None:
         options["lr"] = lr
+    if symmetric:
+        options["symmetric"] = True
     print(f"[2/6] training a {'sparse ' if sparse else ''}YaPO vector ({epochs} epochs, batch {batch_size}, "
           f"preset 'small' {options}) ...", flush=True)
     # held-out loss every 16 steps and at the last: one evaluation (56 pairs at +λ and −λ) costs as much as ≈ 13

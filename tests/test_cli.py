@@ -101,3 +101,19 @@ def test_demo_runs_end_to_end_on_a_tiny_model(tiny_model, tmp_path):
     assert sel["n_basis"] == 64 and sel["n_selective"] <= sel["n_basis_selective"]
     assert all(lat["auroc"] <= sel["max_basis_auroc"] for lat in sel["latents"])
     assert all(0.0 <= lat["auroc"] <= 1.0 for lat in sel["latents"])
+
+
+def test_demo_symmetric_trains_and_saves_the_symmetric_operator(tiny_model, tmp_path):
+    """``run_demo(symmetric=True)`` (``interp-steer demo --symmetric``) trains with the symmetric operator and
+    the saved vector carries it, so re-applying the file steers the way the demo measured."""
+    from interp_steer.demo import run_demo
+    from interp_steer.steering.vector import SteeringVector
+
+    from .conftest import TINY_HOOK, make_sae
+
+    sae = make_sae("topk", tiny_model.cfg.d_model, 64, TINY_HOOK)
+    s = run_demo("egypt", epochs=1, batch_size=8, strengths=(0.5, 1.0), n_generations=1, max_new_tokens=2,
+                 output_dir=tmp_path, model=tiny_model, sae=sae, symmetric=True)
+    assert s["sparse_options"] == {"final_top_k": 256, "symmetric": True}
+    vec = SteeringVector.load(tmp_path / "yapo" / "vector.safetensors")
+    assert vec.kind == "sae" and vec.operator == "symmetric"

@@ -33,6 +33,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model = load_model()
         sae = load_sae(path=args.sae, model=model)
     run_demo(args.country, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, sparse=not args.exact,
+             symmetric=args.symmetric,
              max_ratio=args.max_ppl_ratio, ppl_confidence=args.ppl_confidence, strengths=tuple(args.strength) if args.strength else None,
              output_dir=args.output_dir, seed=args.seed, model=model, sae=sae)
     return 0
@@ -56,6 +57,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--exact", action="store_true",
                    help="keep every latent of the trained vector (default: the sparse default, its 256 heaviest "
                         "latents; methods.preference.SPARSE_DEFAULT)")
+    p.add_argument("--symmetric", action="store_true",
+                   help="train and steer with the symmetric operator ½[e(λ) − e(−λ)] (−λ is exactly the opposite "
+                        "edit) instead of the paper's formula; see README 'The symmetric operator'")
     p.add_argument("--max-ppl-ratio", type=float, default=1.2,
                    help="fluency bound: held-out perplexity steered / unsteered (default 1.2)")
     p.add_argument("--ppl-confidence", type=confidence_arg, default=0.9,
