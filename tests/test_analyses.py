@@ -10,8 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"analyses_{name}", ROOT / "analyses" / f"{name}.py")
+def _load(name: str, folder: str = "analyses"):
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", ROOT / folder / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -85,3 +85,15 @@ def test_convergence_status_summarises_unfinished_runs(tmp_path, capsys):
     assert runs["bipo"]["evals"][0]["pref_acc_plus"] == 0.7
     assert (tmp_path / "progress.html").is_file()
     assert "yapo  lr=0.0005: 5 steps" in capsys.readouterr().out
+
+
+def test_effect_frontier_interpolates_in_the_ratio_and_flags_an_unreached_one():
+    """scripts/effect_frontier.py reads a calibration curve at a fixed perplexity ratio: linear between the
+    strengths around it (from ratio 1, effect 0 below the first), and a lower bound where the grid stops short."""
+    fr = _load("effect_frontier", "scripts")
+    rows = [{"strength": 2.0, "ppl_ratio": 1.10, "effect": 0.30},
+            {"strength": 1.0, "ppl_ratio": 1.04, "effect": 0.12},
+            {"strength": 4.0, "ppl_ratio": 1.25, "effect": None}]  # not fluent: no effect measured
+    assert fr.effect_at(rows, 1.02) == (pytest.approx(0.06), True)  # half-way from (1, 0) to (1.04, 0.12)
+    assert fr.effect_at(rows, 1.07) == (pytest.approx(0.21), True)  # half-way between the two measured points
+    assert fr.effect_at(rows, 1.15) == (pytest.approx(0.30), False)  # beyond the last measured ratio: ≥ 0.30
