@@ -82,11 +82,11 @@ def main() -> None:
         cells = [("" if c["reached"] else "≥") + f"{c['effect']:+.3f}" for c in row["at_ratio"].values()]
         print(f"| {row['set']} | {row['method']} | " + " | ".join(cells) + " |")
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"ratios": args.ratios, "dirs": args.dirs, "measure": "validation p(+λ) − p(−λ), "
-                                   "perplexity ratio on the calibration documents (max of ±λ)", "rows": rows},
-                                  indent=1) + "\n")
+        from interp_steer.io import write_text_atomic
+
+        record = {"ratios": args.ratios, "dirs": args.dirs, "rows": rows,
+                  "measure": "validation p(+λ) − p(−λ), perplexity ratio on the calibration documents (max of ±λ)"}
+        out = write_text_atomic(args.output, json.dumps(record, indent=1) + "\n")
         print(f"wrote {out}")
 
 
