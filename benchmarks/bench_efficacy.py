@@ -15,7 +15,8 @@ no choice has seen:
 Methods: ``prompt`` (an instruction describing the behaviour, or its opposite, before the question — the
 prompting baseline), ``caa``, ``sas``, ``bipo``, ``yapo`` (exact), ``yapo-sparse`` (the sparse default,
 ``final_top_k=256``: derived from the saved exact YaPO vector when there is one, which is the same vector), and
-any ``yapo:key=value,...`` / ``bipo:key=value,...`` variant (PreferenceConfig fields) for Pareto tables;
+any ``yapo:key=value,...`` / ``bipo:key=value,...`` variant (PreferenceConfig fields) for Pareto tables,
+``caa:layer=N`` (CAA at another layer than ``--layer``);
 ``<yapo method>@symmetric`` applies that method's vector (the saved one when there is one) with the symmetric
 operator, ``½·[e(λ) − e(−λ)]``, without training again (``yapo:symmetric=true`` trains with it);
 a variant with ``fluency_weight`` trains with the fluency term on ``--fluency-texts`` documents of the corpus'
@@ -152,7 +153,8 @@ def build(model, sae, method: str, opts: dict[str, Any], train, val, args) -> An
     if method == "caa":
         from interp_steer.methods.caa import compute_caa
 
-        return compute_caa(model, train, layers=args.layer)[args.layer]
+        layer = int(opts.get("layer", args.layer))  # caa:layer=N: another layer than the SAE's
+        return compute_caa(model, train, layers=layer)[layer]
     if method == "sas":
         from interp_steer.methods.sas import compute_sas
 
@@ -455,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{m!r}: the only operator suffix is @symmetric, for YaPO vectors")
         if base_m not in ("prompt", "caa", "sas", "bipo", "yapo"):
             raise SystemExit(f"unknown method {m!r}")
+        caa_opts = parse_method(m)[1] if base_m == "caa" else {}
+        layer = caa_opts.get("layer", 0)
+        if set(caa_opts) - {"layer"} or isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+            raise SystemExit(f"{m!r}: CAA takes one option, layer=N (a block index)")
     if args.sae:
         from interp_steer.errors import InterpSteerError
         from interp_steer.saes import resolve_sae_folder

@@ -97,3 +97,14 @@ def test_effect_frontier_interpolates_in_the_ratio_and_flags_an_unreached_one():
     assert fr.effect_at(rows, 1.02) == (pytest.approx(0.06), True)  # half-way from (1, 0) to (1.04, 0.12)
     assert fr.effect_at(rows, 1.07) == (pytest.approx(0.21), True)  # half-way between the two measured points
     assert fr.effect_at(rows, 1.15) == (pytest.approx(0.30), False)  # beyond the last measured ratio: ≥ 0.30
+
+
+def test_efficacy_benchmark_caa_layer_option_is_parsed_and_checked_before_the_model_loads():
+    """benchmarks/bench_efficacy.py: ``caa:layer=N`` builds CAA at block N; any other CAA option, or a layer that is
+    not a block index, is one clear error before anything is loaded."""
+    be = _load("bench_efficacy", "benchmarks")
+    assert be.parse_method("caa:layer=18") == ("caa", {"layer": 18})
+    assert be.parse_method("caa") == ("caa", {})
+    for bad in ("caa:top_k=3", "caa:layer=x", "caa:layer=-1", "caa:layer=true"):
+        with pytest.raises(SystemExit, match="CAA takes one option, layer=N"):
+            be.main(["--sets", "bipo:power-seeking", "--methods", bad])
