@@ -100,8 +100,8 @@ def test_effect_frontier_interpolates_in_the_ratio_and_flags_an_unreached_one():
 
 
 def test_efficacy_benchmark_caa_layer_option_is_parsed_and_checked_before_the_model_loads():
-    """benchmarks/bench_efficacy.py: ``caa:layer=N`` builds CAA at block N; any other CAA option, or a layer that is
-    not a block index, is one clear error before anything is loaded."""
+    """benchmarks/bench_efficacy.py: ``caa:layer=N`` parses to the block CAA is built at; any other CAA option, or a
+    layer that is not a block index, is one clear error before anything is loaded."""
     be = _load("bench_efficacy", "benchmarks")
     assert be.parse_method("caa:layer=18") == ("caa", {"layer": 18})
     assert be.parse_method("caa") == ("caa", {})
