@@ -172,7 +172,6 @@ def build(model, sae, method: str, opts: dict[str, Any], train, val, args) -> An
 
 def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any], args) -> dict[str, Any]:
     from interp_steer.evaluation.behaviour import ab_probability, pair_probability
-    from interp_steer.evaluation.calibration import calibrate_strength
     from interp_steer.evaluation.preservation import text_perplexity
     from interp_steer.evaluation.shared_layers import SharedLayers
 
@@ -228,14 +227,7 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
             row["kept_share"] = next(iter(vector.metrics["truncation"]["hooks"].values()))["kept_share"]
         p_val0 = base["p_val"]
 
-        def effect(lam: float) -> float:
-            return (pair_probability(model, val, vector, lam, sae=vsae, shared=sh)["p_matching"]
-                    - pair_probability(model, val, vector, -lam, sae=vsae, shared=sh)["p_matching"])
-
-        cal = calibrate_strength(model, vector, effect, sae=vsae, strengths=args.strengths,
-                                 texts=base["calibration_texts"], max_ratio=args.max_ratio, max_tokens=args.ppl_tokens,
-                                 refine=args.refine, perplexity_unsteered=base["ppl_calibration"], shared=sh,
-                                 confidence=args.ppl_confidence)
+        cal = calibrate(model, vector, val, base, args, sae=vsae, shared=sh)
         row["calibration"] = cal.to_dict()
         row["strength"] = cal.strength
         row["p_val_unsteered"] = p_val0
@@ -263,6 +255,23 @@ def run_one(model, sae, spec: str, method_spec: str, data, base: dict[str, Any],
             row[f"d{k}_minus"] = row[f"{k}_minus"] - row[f"{k}_unsteered"]
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
+
+
+def calibrate(model, vector, val, base: dict[str, Any], args, *, sae=None, shared=None):
+    """The benchmark's strength choice for one vector: the largest validation shift ``p(+λ) − p(−λ)`` whose
+    perplexity ratio on the calibration documents keeps ``args.max_ratio`` at ±λ (``args``' grid, refinement and
+    confidence)."""
+    from interp_steer.evaluation.behaviour import pair_probability
+    from interp_steer.evaluation.calibration import calibrate_strength
+
+    def effect(lam: float) -> float:
+        return (pair_probability(model, val, vector, lam, sae=sae, shared=shared)["p_matching"]
+                - pair_probability(model, val, vector, -lam, sae=sae, shared=shared)["p_matching"])
+
+    return calibrate_strength(model, vector, effect, sae=sae, strengths=args.strengths,
+                              texts=base["calibration_texts"], max_ratio=args.max_ratio, max_tokens=args.ppl_tokens,
+                              refine=args.refine, perplexity_unsteered=base["ppl_calibration"],
+                              shared=shared if shared is not None else True, confidence=args.ppl_confidence)
 
 
 # The settings a saved vector depends on: a vector is reused only when all of them match the run that saved it.
@@ -406,7 +415,8 @@ def report(out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The benchmark's options (``parser().parse_args([])``: its defaults, for scripts that measure the same way)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sets", nargs="+", default=DEFAULT_SETS, help="bipo:<behaviour> or mwe:<name> specs")
     p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
@@ -441,7 +451,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --rerun: re-measure the saved vectors instead of training them again")
     p.add_argument("--report", action="store_true", help="only rebuild the table and plot from saved results")
     p.add_argument("--output-dir", default=str(RESULTS / "efficacy"))
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     out = Path(args.output_dir)
     if args.report:
         report(out)

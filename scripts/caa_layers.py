@@ -9,7 +9,7 @@ layer a user would pick: the one with the largest validation effect. With ``--te
 64 test items at each layer's calibrated λ, to see whether the validation choice carries over (the choice itself
 never reads them).
 
-    python scripts/caa_layers.py --set bipo:power-seeking --layers 3 6 9 12 15 18 21 24 26 28 --test \
+    python scripts/caa_layers.py --set bipo:power-seeking --layers 6 9 12 15 18 21 24 27 --test \
         --output benchmarks/results/caa_layers/power-seeking.json
 """
 
@@ -20,7 +20,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     import bench_efficacy as be
 
     from interp_steer.evaluation.behaviour import pair_probability
-    from interp_steer.evaluation.calibration import calibrate_strength
     from interp_steer.evaluation.shared_layers import SharedLayers
     from interp_steer.io import write_text_atomic
     from interp_steer.methods.caa import compute_caa
@@ -53,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model()
     if max(args.layers) >= model.cfg.n_layers:
         raise SystemExit(f"--layers: the model has {model.cfg.n_layers} blocks (0 … {model.cfg.n_layers - 1})")
-    # the benchmark's defaults, so each layer is calibrated as the efficacy table's CAA row at layer 15 was
-    bench = SimpleNamespace(report_texts=16, calibration_texts=24, ppl_tokens=128)
+    # the benchmark's defaults (grid, bound, documents), so each layer is calibrated as the table's CAA row was
+    bench = be.parser().parse_args([])
     data = be.load_set(args.set, args.train_pairs, args.val_pairs, args.test_pairs, args.seed)
     train, val, test, _ = data
     base = be.baseline(model, data, bench)
@@ -64,14 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         vec = vectors[layer]
         sh = SharedLayers.for_vectors(model, [vec])
-
-        def effect(lam: float, vec=vec, sh=sh) -> float:
-            return (pair_probability(model, val, vec, lam, shared=sh)["p_matching"]
-                    - pair_probability(model, val, vec, -lam, shared=sh)["p_matching"])
-
-        cal = calibrate_strength(model, vec, effect, strengths=[0.5, 1, 2, 4, 8, 16, 32],
-                                 texts=base["calibration_texts"], max_ratio=1.2, max_tokens=128, refine=2,
-                                 perplexity_unsteered=base["ppl_calibration"], shared=sh)
+        cal = be.calibrate(model, vec, val, base, bench, shared=sh)
         row: dict[str, Any] = {"layer": layer, "strength": cal.strength, "val_effect": cal.effect,
                                "val_ppl_ratio": cal.ppl_ratio}
         if args.test and cal.strength is not None:
