@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,40 @@ def test_efficacy_benchmark_caa_layer_option_is_parsed_and_checked_before_the_mo
     for bad in ("caa:top_k=3", "caa:layer=x", "caa:layer=-1", "caa:layer=true"):
         with pytest.raises(SystemExit, match="CAA takes one option, layer=N"):
             be.main(["--sets", "bipo:power-seeking", "--methods", bad])
+
+
+def _efficacy_run(folder: Path, set_spec: str, method: str, val: float, dp: float, seed: int = 0) -> None:
+    runs = folder / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    record = {"set": set_spec, "method": method, "calibration": {"effect": val}, "strength": 2.0, "nnz": 256,
+              "dp_plus": dp, "dp_minus": -dp, "ppl_ratio_plus": 1.1, "ppl_ratio_minus": 1.1,
+              "settings": {"seed": seed, "train_pairs": 256, "val_pairs": 32, "test_pairs": 64, "layer": 15,
+                           "max_ratio": 1.2}}
+    (runs / f"{set_spec.split(':')[1]}__{method}.json").write_text(json.dumps(record))
+
+
+def test_select_config_chooses_on_validation_and_refuses_candidates_on_other_pairs(tmp_path, capsys):
+    """scripts/select_config.py picks the largest mean validation effect even where the test items favour another
+    candidate (it never reads them to choose), and refuses a missing set or a candidate calibrated on other
+    validation pairs with one error naming it."""
+    sc = _load("select_config", "scripts")
+    a, b = tmp_path / "a", tmp_path / "b"
+    for s, (va, vb) in {"bipo:x": (0.30, 0.20), "mwe:y": (0.10, 0.15)}.items():
+        _efficacy_run(a, s, "yapo", va, dp=0.10)   # better on validation (mean 0.20 vs 0.175)
+        _efficacy_run(b, s, "yapo", vb, dp=0.30)   # better on test
+    cands = {"a": sc.load_runs(str(a), "yapo"), "b": sc.load_runs(str(b), "yapo")}
+    choice = sc.select(cands)
+    assert choice["chosen"] == "a" and choice["sets"] == ["bipo:x", "mwe:y"]
+    assert choice["best_per_set"] == {"bipo:x": "a", "mwe:y": "b"}
+    assert choice["validation_mean"]["a"] == pytest.approx(0.20)
+    assert sc.main(["--candidate", "a", str(a), "yapo", "--candidate", "b", str(b), "yapo",
+                    "--output", str(tmp_path / "sel.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| a (chosen) | 0.200 | 0 of 2 |" in out and "| b | 0.175 | 2 of 2 |" in out
+    assert json.loads((tmp_path / "sel.json").read_text())["chosen"] == "a"
+    with pytest.raises(SystemExit, match=r"'a' has no run for \['mwe:z'\]"):
+        sc.select(cands, ["bipo:x", "mwe:z"])
+    _efficacy_run(b, "bipo:x", "yapo", 0.5, dp=0.3, seed=1)
+    cands["b"] = sc.load_runs(str(b), "yapo")
+    with pytest.raises(SystemExit, match="'b' has seed=1, 'a' has seed=0; candidates must be calibrated"):
+        sc.select(cands)
