@@ -39,7 +39,8 @@ def load_runs(folder: str, method: str) -> dict[str, dict[str, Any]]:
     for path in sorted((base / "runs").glob("*.json")):
         run = json.loads(path.read_text())
         if run.get("method") == method and isinstance(run.get("calibration"), dict):
-            out[run["set"]] = {**run, "source": str(path)}
+            source = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+            out[run["set"]] = {**run, "source": str(source)}
     return out
 
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     for label in labels:
         n = sum(r["target_met"] for r in rows if r["candidate"] == label)
         mark = " (chosen)" if label == choice["chosen"] else ""
-        print(f"| {label}{mark} | {choice['validation_mean'][label]:.3f} | {n} of {len(choice['sets'])} |")
+        print(f"| {label}{mark} | {choice['validation_mean'][label]:.4f} | {n} of {len(choice['sets'])} |")
     print("\n| set | candidate | val. effect | λ | nnz | Δp +λ | Δp −λ | ppl× +λ | ppl× −λ | target met |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -138,7 +138,7 @@ def test_select_config_chooses_on_validation_and_refuses_candidates_on_other_pai
     assert sc.main(["--candidate", "a", str(a), "yapo", "--candidate", "b", str(b), "yapo",
                     "--output", str(tmp_path / "sel.json")]) == 0
     out = capsys.readouterr().out
-    assert "| a (chosen) | 0.200 | 0 of 2 |" in out and "| b | 0.175 | 2 of 2 |" in out
+    assert "| a (chosen) | 0.2000 | 0 of 2 |" in out and "| b | 0.1750 | 2 of 2 |" in out
     assert json.loads((tmp_path / "sel.json").read_text())["chosen"] == "a"
     with pytest.raises(SystemExit, match=r"'a' has no run for \['mwe:z'\]"):
         sc.select(cands, ["bipo:x", "mwe:z"])
