@@ -379,8 +379,15 @@ def _target(r: dict[str, Any]) -> str:
         return "–" if need is None else "no"
     fluent = max(r["ppl_ratio_plus"], r["ppl_ratio_minus"]) <= 1.2
     shift = min(r["dp_plus"], -r["dp_minus"])
-    ok = fluent and shift >= need
-    return ("yes" if ok else f"no (min shift {shift:+.3f} vs ±{need:.2f}{'' if fluent else ', ppl > 1.2'})")
+    return ("yes" if target_met(r, need) else
+            f"no (min shift {shift:+.3f} vs ±{need:.2f}{'' if fluent else ', ppl > 1.2'})")
+
+
+def target_met(r: dict[str, Any], need: float, max_ratio: float = 1.2) -> bool:
+    """Both test shifts at least ``need`` (``Δp +λ ≥ need``, ``Δp −λ ≤ −need``) with both perplexity ratios on the
+    report texts ≤ ``max_ratio``."""
+    fluent = max(r["ppl_ratio_plus"], r["ppl_ratio_minus"]) <= max_ratio
+    return fluent and min(r["dp_plus"], -r["dp_minus"]) >= need
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 SETTINGS_THAT_MUST_MATCH = ("seed", "train_pairs", "val_pairs", "test_pairs", "layer", "max_ratio")
 
 
@@ -44,12 +45,6 @@ def load_runs(folder: str, method: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def meets(run: dict[str, Any], target: float, max_ratio: float) -> bool:
-    """The efficacy target on the test items: both shifts at least ``target``, fluent both ways."""
-    return (run["dp_plus"] >= target and run["dp_minus"] <= -target
-            and run["ppl_ratio_plus"] <= max_ratio and run["ppl_ratio_minus"] <= max_ratio)
-
-
 def select(candidates: dict[str, dict[str, dict[str, Any]]], sets: list[str] | None = None) -> dict[str, Any]:
     """Pick the candidate with the largest mean validation effect over ``sets`` (default: the sets every candidate
     covers). Raises ``SystemExit`` naming the problem when a candidate lacks a set or was calibrated on other
@@ -65,8 +60,8 @@ def select(candidates: dict[str, dict[str, dict[str, Any]]], sets: list[str] | N
         missing = [s for s in sets if s not in runs]
         if missing:
             raise SystemExit(f"select_config: candidate {label!r} has no run for {missing}")
+    ref_label, ref = next(iter(candidates.items()))
     for s in sets:
-        ref_label, ref = next(iter(candidates.items()))
         for label, runs in candidates.items():
             for key in SETTINGS_THAT_MUST_MATCH:
                 a, b = ref[s].get("settings", {}).get(key), runs[s].get("settings", {}).get(key)
@@ -92,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = [c[0] for c in args.candidate]
     if len(set(labels)) != len(labels):
         p.error(f"candidate labels must differ, got {labels}")
+    from bench_efficacy import target_met
+
     candidates = {label: load_runs(folder, method) for label, folder, method in args.candidate}
     choice = select(candidates, args.sets)
 
@@ -103,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                          "val_effect": run["calibration"]["effect"], "strength": run["strength"], "nnz": run["nnz"],
                          "dp_plus": run["dp_plus"], "dp_minus": run["dp_minus"],
                          "ppl_ratio_plus": run["ppl_ratio_plus"], "ppl_ratio_minus": run["ppl_ratio_minus"],
-                         "target_met": meets(run, args.target, args.max_ratio), "source": run["source"]})
+                         "target_met": target_met(run, args.target, args.max_ratio), "source": run["source"]})
     print("| candidate | mean validation effect | sets meeting the target (test) |\n|---|---|---|")
     for label in labels:
         n = sum(r["target_met"] for r in rows if r["candidate"] == label)
