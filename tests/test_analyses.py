@@ -146,3 +146,44 @@ def test_select_config_chooses_on_validation_and_refuses_candidates_on_other_pai
     cands["b"] = sc.load_runs(str(b), "yapo")
     with pytest.raises(SystemExit, match="'b' has seed=1, 'a' has seed=0; candidates must be calibrated"):
         sc.select(cands)
+
+
+def test_caa_variants_ab_pairs_put_each_answer_behind_its_letter():
+    from interp_steer.data.schemas import PreferenceExample
+
+    cv = _load("caa_variants", "scripts")
+    pairs = [PreferenceExample(f"Question {i}?", f"match {i}", f"other {i}") for i in range(40)]
+    ab = cv.ab_pairs(pairs, seed=0)
+    assert ab == cv.ab_pairs(pairs, seed=0) and ab != cv.ab_pairs(pairs, seed=1)  # seeded order
+    letters = [p.chosen for p in ab]
+    assert 10 <= letters.count("(A)") <= 30  # both orders occur
+    for src, p in zip(pairs, ab, strict=True):
+        assert p.prompt.startswith(src.prompt) and {p.chosen, p.rejected} == {"(A)", "(B)"}
+        assert f"{p.chosen} {src.chosen}\n" in p.prompt + "\n" and f"{p.rejected} {src.rejected}\n" in p.prompt + "\n"
+
+
+def test_caa_variants_pca_is_the_signed_top_component_at_the_mean_contrast_norm(tiny_model):
+    import torch
+
+    from interp_steer.data.schemas import PreferenceExample
+    from interp_steer.methods.activations import collect_activations, preference_chats
+    from interp_steer.methods.caa import compute_caa
+
+    cv = _load("caa_variants", "scripts")
+    pairs = [PreferenceExample(f"Q{i}: pick one.", f"yes {'a' * (i % 4 + 1)}", f"no {'b' * (i % 3 + 1)}")
+             for i in range(8)]
+    hook = "blocks.1.hook_resid_post"
+    ref = compute_caa(tiny_model, pairs, layers=1)[1]
+    vec = cv.pca_vector(tiny_model, pairs, ref, hook)
+    v, mean = vec.tensors[hook]["vector"].float(), ref.tensors[hook]["vector"].float()
+    assert torch.isclose(v.norm(), mean.norm(), rtol=1e-4)
+    assert float(v @ mean) >= 0
+    chosen, rejected = preference_chats(tiny_model, pairs)
+    diffs = (collect_activations(tiny_model, chosen, [hook], "response_mean")[hook]
+             - collect_activations(tiny_model, rejected, [hook], "response_mean")[hook])
+    centred = diffs - diffs.mean(0)
+    var = (centred @ (v / v.norm())).pow(2).sum()  # the variance its direction explains …
+    top = torch.linalg.matrix_norm(centred, ord=2) ** 2  # … is the most any direction explains
+    assert torch.isclose(var, top, rtol=1e-3)
+    assert not torch.isclose((centred @ (mean / mean.norm())).pow(2).sum(), top, rtol=1e-3)  # the mean is not
+    assert vec.config["aggregate"] == "pca" and ref.config.get("aggregate") is None
