@@ -274,6 +274,22 @@ def calibrate(model, vector, val, base: dict[str, Any], args, *, sae=None, share
                               shared=shared if shared is not None else True, confidence=args.ppl_confidence)
 
 
+def calibrated_shifts(model, vector, val, test, base: dict[str, Any], args) -> dict[str, Any]:
+    """``calibrate`` a vector (λ, validation effect, calibration perplexity ratio) and, when ``test`` is given,
+    its test shifts ``dp_plus`` / ``dp_minus`` at ±λ against ``base["p_test"]`` (read after the choice)."""
+    from interp_steer.evaluation.behaviour import pair_probability
+    from interp_steer.evaluation.shared_layers import SharedLayers
+
+    sh = SharedLayers.for_vectors(model, [vector])
+    cal = calibrate(model, vector, val, base, args, shared=sh)
+    row: dict[str, Any] = {"strength": cal.strength, "val_effect": cal.effect, "val_ppl_ratio": cal.ppl_ratio}
+    if test is not None and cal.strength is not None:
+        for sign, side in ((1, "plus"), (-1, "minus")):
+            prob = pair_probability(model, test, vector, sign * cal.strength, shared=sh)["p_matching"]
+            row[f"dp_{side}"] = prob - base["p_test"]
+    return row
+
+
 # The settings a saved vector depends on: a vector is reused only when all of them match the run that saved it.
 BUILD_SETTINGS = ("train_pairs", "val_pairs", "layer", "preset", "epochs", "eval_every", "seed", "sae")
 

@@ -42,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import bench_efficacy as be
 
-    from interp_steer.evaluation.behaviour import pair_probability
-    from interp_steer.evaluation.shared_layers import SharedLayers
     from interp_steer.io import write_text_atomic
     from interp_steer.methods.caa import compute_caa
     from interp_steer.models import load_model
@@ -61,14 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     for layer in args.layers:
         t0 = time.perf_counter()
         vec = vectors[layer]
-        sh = SharedLayers.for_vectors(model, [vec])
-        cal = be.calibrate(model, vec, val, base, bench, shared=sh)
-        row: dict[str, Any] = {"layer": layer, "strength": cal.strength, "val_effect": cal.effect,
-                               "val_ppl_ratio": cal.ppl_ratio}
-        if args.test and cal.strength is not None:
-            for sign, side in ((1, "plus"), (-1, "minus")):
-                p = pair_probability(model, test, vec, sign * cal.strength, shared=sh)["p_matching"]
-                row[f"dp_{side}"] = p - base["p_test"]
+        row: dict[str, Any] = {"layer": layer,
+                               **be.calibrated_shifts(model, vec, val, test if args.test else None, base, bench)}
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)

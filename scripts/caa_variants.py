@@ -90,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import bench_efficacy as be
 
-    from interp_steer.evaluation.behaviour import pair_probability
-    from interp_steer.evaluation.shared_layers import SharedLayers
     from interp_steer.io import write_text_atomic
     from interp_steer.methods.caa import compute_caa
     from interp_steer.models import load_model
@@ -132,13 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if reference is not None and variant != "response_mean":
             r = reference.tensors[hook]["vector"].float()
             row["cos_with_response_mean"] = float(v @ r / (v.norm() * r.norm()))
-        sh = SharedLayers.for_vectors(model, [vec])
-        cal = be.calibrate(model, vec, val, base, bench, shared=sh)
-        row.update({"strength": cal.strength, "val_effect": cal.effect, "val_ppl_ratio": cal.ppl_ratio})
-        if args.test and cal.strength is not None:
-            for sign, side in ((1, "plus"), (-1, "minus")):
-                prob = pair_probability(model, test, vec, sign * cal.strength, shared=sh)["p_matching"]
-                row[f"dp_{side}"] = prob - base["p_test"]
+        row.update(be.calibrated_shifts(model, vec, val, test if args.test else None, base, bench))
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
