@@ -393,17 +393,23 @@ def _target(r: dict[str, Any]) -> str:
     need = {"caa": 0.10, "bipo": 0.15, "yapo": 0.15}.get(method)
     if need is None or r.get("dp_plus") is None:
         return "–" if need is None else "no"
-    fluent = max(r["ppl_ratio_plus"], r["ppl_ratio_minus"]) <= 1.2
-    shift = min(r["dp_plus"], -r["dp_minus"])
-    return ("yes" if target_met(r, need) else
-            f"no (min shift {shift:+.3f} vs ±{need:.2f}{'' if fluent else ', ppl > 1.2'})")
+    if target_met(r, need):
+        return "yes"
+    shift, fluent = _weaker_shift(r, 1.2)
+    return f"no (min shift {shift:+.3f} vs ±{need:.2f}{'' if fluent else ', ppl > 1.2'})"
+
+
+def _weaker_shift(r: dict[str, Any], max_ratio: float) -> tuple[float, bool]:
+    """The weaker test shift ``min(Δp +λ, −Δp −λ)`` and whether both report-text perplexity ratios are ≤
+    ``max_ratio``."""
+    return min(r["dp_plus"], -r["dp_minus"]), max(r["ppl_ratio_plus"], r["ppl_ratio_minus"]) <= max_ratio
 
 
 def target_met(r: dict[str, Any], need: float, max_ratio: float = 1.2) -> bool:
     """Both test shifts at least ``need`` (``Δp +λ ≥ need``, ``Δp −λ ≤ −need``) with both perplexity ratios on the
     report texts ≤ ``max_ratio``."""
-    fluent = max(r["ppl_ratio_plus"], r["ppl_ratio_minus"]) <= max_ratio
-    return fluent and min(r["dp_plus"], -r["dp_minus"]) >= need
+    shift, fluent = _weaker_shift(r, max_ratio)
+    return fluent and shift >= need
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
