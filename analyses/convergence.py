@@ -75,6 +75,8 @@ def training_settings(args: argparse.Namespace, method: str, lr: float | None, n
         per_step = batch * (base.grad_accum if args.preset else 1)
         kw["max_steps"] = steps
         kw["epochs"] = max(1, -(-steps * per_step // n_train))
+    if args.reference_cache:
+        kw["reference_cache"] = args.reference_cache
     if args.checkpoint_every:
         kw["checkpoint_every"] = args.checkpoint_every
         kw["output_dir"] = out / "runs" / f"{method}_lr{lr if lr is not None else base.lr:g}"
@@ -95,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="learning rates, each method (default: 5e-2, or the preset's)")
     p.add_argument("--checkpoint-every", type=int, default=0,
                    help="steps between checkpoints (each run resumes from its own on a rerun)")
+    p.add_argument("--reference-cache", default=None, metavar="DIR",
+                   help="keep the unsteered reference pass here and reuse it when a run resumes (the same "
+                        "weights, pairs and settings only); saves ≈ 20 min per resume for 1,000 jailbreak pairs")
     p.add_argument("--methods", nargs="+", default=["yapo", "bipo"], choices=["yapo", "bipo"])
     p.add_argument("--threshold", type=float, default=0.1)
     p.add_argument("--also", type=float, nargs="*", default=[0.6, 0.5, 0.3],

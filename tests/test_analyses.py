@@ -47,7 +47,8 @@ def test_convergence_paper_preset_keeps_the_official_schedule(tmp_path):
     conv = _load("convergence")
 
     def ns(**kw):
-        base = dict(preset=None, batch_size=None, max_steps=None, layer=15, seed=0, checkpoint_every=0)
+        base = dict(preset=None, batch_size=None, max_steps=None, layer=15, seed=0, checkpoint_every=0,
+                    reference_cache=None)
         return conv.resolve_defaults(argparse.Namespace(**{**base, **kw}))
 
     paper = conv.training_settings(ns(preset="paper"), "yapo", None, 1000, tmp_path)
@@ -59,6 +60,10 @@ def test_convergence_paper_preset_keeps_the_official_schedule(tmp_path):
                                     tmp_path)
     assert capped["max_steps"] == 50 and capped["epochs"] == 2  # 50 steps × 32 pairs over 1000 pairs
     assert capped["checkpoint_every"] == 10 and capped["output_dir"] == tmp_path / "runs" / "bipo_lr0.0005"
+    cached = conv.training_settings(ns(preset="paper", reference_cache="/tmp/ref"), "bipo", None, 1000, tmp_path)
+    assert cached["reference_cache"] == "/tmp/ref"
+    cfg = preference_config("paper", **{k: v for k, v in cached.items() if k not in ("preset", "progress")})
+    assert cfg.reference_cache == "/tmp/ref"
     plain = conv.training_settings(ns(), "yapo", 5e-2, 68, tmp_path)
     assert plain == {"layer": 15, "seed": 0, "progress": False, "batch_size": 4, "lr": 5e-2, "max_steps": 150,
                      "epochs": 9}  # 150 steps × 4 pairs over 68 pairs

@@ -496,3 +496,73 @@ def test_a_checkpoint_made_with_other_settings_is_refused_before_training(tiny_m
     # settings that do not change the trajectory may differ; the run resumes from step 2
     res = train_vector(tiny_model, PAIRS, "bipo", lr=1e-2, max_steps=2, **{**common, "checkpoint_every": 1})
     assert res.vector.metrics["selected"]["resumed_from_step"] == 2
+
+
+def test_the_reference_cache_returns_the_same_pass_and_is_never_used_for_other_inputs(tiny_model, tmp_path,
+                                                                                      monkeypatch):
+    import interp_steer.methods.preference as pref
+
+    data = prepare_pairs(tiny_model, PAIRS[:4])
+    compute_reference_logp(tiny_model, data, TINY_HOOK, cache_prefix=True, cache_dir=tmp_path)
+    files = list(tmp_path.glob("reference-*.safetensors"))
+    assert len(files) == 1
+    calls = []
+    real = pref._Forward.response_logp
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(pref._Forward, "response_logp", counted)
+    again = prepare_pairs(tiny_model, PAIRS[:4])
+    compute_reference_logp(tiny_model, again, TINY_HOOK, cache_prefix=True, cache_dir=tmp_path)
+    assert not calls  # read back, no forward
+    assert torch.equal(again.ref_logp, data.ref_logp)
+    assert again.prefix is not None and len(again.prefix) == len(data.prefix) == 8
+    for a, b in zip(again.prefix, data.prefix, strict=True):
+        assert torch.equal(a, b)
+    # other pairs, another hook or another weight: a new pass and a new file, never the old one
+    other = prepare_pairs(tiny_model, PAIRS[2:6])
+    compute_reference_logp(tiny_model, other, TINY_HOOK, cache_prefix=True, cache_dir=tmp_path)
+    assert calls and len(list(tmp_path.glob("reference-*.safetensors"))) == 2
+    fresh = prepare_pairs(tiny_model, PAIRS[2:6])
+    compute_reference_logp(tiny_model, fresh, TINY_HOOK, cache_prefix=True)
+    assert torch.equal(other.ref_logp, fresh.ref_logp)
+    key = pref.reference_cache_key(tiny_model, data, TINY_HOOK, 8, True)
+    assert key != pref.reference_cache_key(tiny_model, data, "blocks.0.hook_resid_post", 8, True)
+    assert key != pref.reference_cache_key(tiny_model, data, TINY_HOOK, 4, True)
+    with torch.no_grad():
+        w = tiny_model.blocks[1].mlp.W_out
+        w[0, 0] += 1.0
+        try:
+            assert key != pref.reference_cache_key(tiny_model, data, TINY_HOOK, 8, True)
+        finally:
+            w[0, 0] -= 1.0
+    assert key == pref.reference_cache_key(tiny_model, data, TINY_HOOK, 8, True)
+
+
+def test_an_unreadable_reference_cache_is_recomputed_with_a_warning(tiny_model, tmp_path):
+    data = prepare_pairs(tiny_model, PAIRS[:3])
+    compute_reference_logp(tiny_model, data, TINY_HOOK, cache_dir=tmp_path)
+    (file,) = tmp_path.glob("reference-*.safetensors")
+    file.write_bytes(file.read_bytes()[:40])
+    again = prepare_pairs(tiny_model, PAIRS[:3])
+    with pytest.warns(UserWarning, match="could not be read"):
+        compute_reference_logp(tiny_model, again, TINY_HOOK, cache_dir=tmp_path)
+    assert torch.equal(again.ref_logp, data.ref_logp)
+    third = prepare_pairs(tiny_model, PAIRS[:3])
+    compute_reference_logp(tiny_model, third, TINY_HOOK, cache_dir=tmp_path)  # rewritten whole: no warning now
+    assert torch.equal(third.ref_logp, data.ref_logp)
+
+
+def test_training_with_a_reference_cache_gives_the_same_vector(tiny_model, tmp_path):
+    common = dict(hook=TINY_HOOK, epochs=2, batch_size=2, lr=5e-2, eval_data=PAIRS[:2], progress=False)
+    plain = train_vector(tiny_model, PAIRS, "bipo", **common)
+    first = train_vector(tiny_model, PAIRS, "bipo", reference_cache=str(tmp_path / "ref"), **common)
+    assert len(list((tmp_path / "ref").glob("reference-*.safetensors"))) == 2  # training and held-out pairs
+    second = train_vector(tiny_model, PAIRS, "bipo", reference_cache=str(tmp_path / "ref"), **common)
+    for res in (first, second):
+        assert torch.equal(res.vector.vector(), plain.vector.vector())
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InterpSteerError, match="reference_cache must be a folder"):
+        train_vector(tiny_model, PAIRS, "bipo", reference_cache=str(tmp_path / "afile"), **common)
