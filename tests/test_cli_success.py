@@ -11,6 +11,7 @@ import torch
 from interp_steer import cli
 from interp_steer.models import model_fingerprint
 from interp_steer.steering import SteeringVector
+from tests.conftest import shared_data
 
 
 @pytest.fixture
@@ -61,6 +62,74 @@ def test_evaluate_writes_a_sweep_with_the_unsteered_row_first(tiny_cli, tmp_path
     strengths = [r["strength"] for r in data["sweep"]]
     assert strengths == [0.0, 4.0]
     assert data["sweep"][0]["score_shift"] == 0.0 and data["sweep"][1]["score_shift"] > 0
+
+
+def _dense_vector(model, tmp_path, scale=1.0):
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(model.cfg.d_model, generator=g) * scale
+    vec = SteeringVector("caa", "dense", {"blocks.1.hook_resid_post": {"vector": v}},
+                         model_fingerprint(model).to_dict())
+    return str(vec.save(tmp_path / "v"))
+
+
+def test_evaluate_behaviour_scores_free_text_and_ab_and_calibrates_on_training_pairs(tiny_cli, tmp_path, capsys):
+    from interp_steer.commands.evaluate import _behaviour_data, _calibration_pairs
+    from interp_steer.evaluation.behaviour import pair_probability
+
+    shared_data("model-written-evals", "power-seeking-inclination.jsonl")
+    path = _dense_vector(tiny_cli, tmp_path, scale=2.0)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--vector", path, "--data", "mwe:power-seeking-inclination", "--strengths", "0", "1",
+            "--limit", "6", "--calibrate", "--val-pairs", "6", "--calibration-texts", "3",
+            "--calibration-strengths", "0.5", "2", "8", "32", "--output-dir", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / "evaluation.json").read_text())
+    assert "NaN" not in json.dumps(data) and data["kind"] == "behaviour"
+    cal = data["calibration"]
+    lam = cal["strength"]
+    assert lam is not None and cal["n_pairs"] == 6 and cal["bidirectional"]
+    assert cal["ppl_ratio"] <= 1.2  # the chosen strength keeps the bound at +λ and −λ
+    rows = {r["strength"]: r for r in data["sweep"]}
+    assert set(rows) == {0.0, 1.0, lam, -lam}  # the grid plus the calibrated ±λ
+    assert rows[lam]["calibrated"] and rows[-lam]["calibrated"] and not rows[1.0].get("calibrated")
+    for r in rows.values():  # free text (the headline) and A/B letters, on the test split
+        assert 0 < r["p_text"] < 1 and r["n_text"] == 6 and 0 < r["p_matching"] < 1 and r["n"] == 6
+    assert "p(matching answer)" in printed and "[calibrated]" in printed
+    # λ was chosen on training pairs, not on the scored test pairs, and its recorded effect is that metric
+    args = cli.build_parser().parse_args(argv)
+    val = _calibration_pairs(args)
+    test_prompts = {(p.prompt, p.chosen) for p in _behaviour_data(args.data, "test")[1]}
+    assert not {(p.prompt, p.chosen) for p in val} & test_prompts
+    vec = SteeringVector.load(path, model=tiny_cli)
+    shift = (pair_probability(tiny_cli, val, vec, lam)["p_matching"]
+             - pair_probability(tiny_cli, val, vec, -lam)["p_matching"])
+    assert cal["effect"] == pytest.approx(shift, abs=1e-5)
+    # the test rows are the test pairs' scores at that strength
+    test_pairs = _behaviour_data(args.data, "test")[1][:6]
+    assert rows[lam]["p_text"] == pytest.approx(pair_probability(tiny_cli, test_pairs, vec, lam)["p_matching"],
+                                                abs=1e-5)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--calibrate", "--split", "train"], "--calibrate chooses λ on training pairs"),
+    (["--calibrate", "--no-fluency-check"], "--calibrate bounds λ by held-out perplexity"),
+    (["--calibrate", "--val-pairs", "0"], "--val-pairs must be at least 1, got 0"),
+    (["--calibrate", "--calibration-strengths", "1", "-2"], "--calibration-strengths must be positive"),
+])
+def test_evaluate_calibration_errors_are_one_line_before_the_model_loads(monkeypatch, tiny_model, tmp_path, capsys,
+                                                                        extra, message):
+    def no_model(args):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(cli, "_model", no_model)
+    path = _dense_vector(tiny_model, tmp_path)
+    try:
+        code = cli.main(["evaluate", "--vector", path, "--data", "culture", *extra])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
 
 
 def test_contrastive_writes_baseline_and_steered_generations(tiny_cli, tmp_path):

@@ -97,6 +97,25 @@ def test_compare_methods_on_tiny_model_writes_a_complete_table(tiny_model, tmp_p
     json.dumps(res)  # the result is plain JSON
 
 
+def test_compare_trains_bipo_and_yapo_with_the_small_preset_and_the_sparse_default(tiny_model):
+    from interp_steer.evaluation.compare import build_vector
+    from interp_steer.methods.preference import PRESETS, SPARSE_DEFAULT
+
+    sae = make_sae("topk", tiny_model.cfg.d_model, 64, TINY_HOOK)
+    cfg = CompareConfig(countries=["egypt"], max_train_pairs=6, batch_size=2, steps=3)
+    yapo = build_vector(tiny_model, sae, "yapo", "egypt", cfg)
+    bipo = build_vector(tiny_model, sae, "bipo", "egypt", cfg)
+    for vec in (yapo, bipo):
+        assert vec.config["preset"] == "small" and vec.config["lr"] == PRESETS["small"]["lr"]
+        assert vec.config["epochs"] == 2 and vec.config["max_steps"] == 3
+        assert vec.config["eval_fraction"] == 0.15  # the kept vector is chosen on held-out training pairs
+    assert yapo.config["final_top_k"] == SPARSE_DEFAULT["final_top_k"] and bipo.config["final_top_k"] is None
+    exact = build_vector(tiny_model, sae, "yapo", "egypt",
+                         CompareConfig(countries=["egypt"], max_train_pairs=6, batch_size=2, steps=1, yapo_sparse=False,
+                                       lr={"yapo": 3e-3}))
+    assert exact.config["final_top_k"] is None and exact.config["lr"] == 3e-3
+
+
 def test_compare_computes_the_preservation_baseline_once(tiny_model, monkeypatch):
     from interp_steer.evaluation import preservation
 

@@ -32,8 +32,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise InterpSteerError(f"unknown country {bad[0]!r}; the culture set has {', '.join(known)}")
     methods = args.methods or list(METHODS)
     cfg = CompareConfig(countries=countries, methods=methods,
-                        strengths=_strengths(args.strengths, [0.5, 1.0, 2.0, 4.0]), layer=args.layer,
-                        steps=args.steps, lineas_steps=args.lineas_steps, batch_size=args.batch_size,
+                        strengths=_strengths(args.strengths, [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]), layer=args.layer,
+                        epochs=args.epochs, steps=args.steps, yapo_sparse=not args.yapo_exact,
+                        lineas_steps=args.lineas_steps, batch_size=args.batch_size,
                         preservation=not args.no_preservation, seed=args.seed, scoring=args.scoring,
                         max_train_pairs=args.max_train_pairs, max_items=args.max_items,
                         preservation_texts=args.preservation_texts, preservation_items=args.preservation_items,
@@ -66,10 +67,13 @@ def add_parser(sub: Any) -> None:
     _add_model_args(c)
     c.add_argument("--country", action="append", help="culture country (repeatable; default: morocco)")
     c.add_argument("--methods", nargs="+", choices=list(METHODS), default=None, help="default: all")
-    c.add_argument("--strengths", type=float, nargs="+", default=None, help="default: 0.5 1 2 4")
+    c.add_argument("--strengths", type=float, nargs="+", default=None, help="default: 0.5 1 2 4 8 16")
     c.add_argument("--layer", type=int, default=None, help="default: the SAE's layer")
     c.add_argument("--sae", default=None, help="SAE folder, shipped name, or a shipped width such as 16384 (default: the shipped 4096-latent SAE)")
-    c.add_argument("--steps", type=int, default=40, help="BiPO/YaPO optimisation steps")
+    c.add_argument("--epochs", type=int, default=2, help="BiPO/YaPO epochs of the 'small' preset (default 2)")
+    c.add_argument("--steps", type=int, default=None, help="cap on BiPO/YaPO optimiser steps (default: none)")
+    c.add_argument("--yapo-exact", action="store_true",
+                   help="YaPO's exact vector instead of the sparse default (its 256 heaviest latents)")
     c.add_argument("--lineas-steps", type=int, default=40)
     c.add_argument("--batch-size", type=int, default=4)
     c.add_argument("--scoring", choices=["loglik", "letter"], default="loglik")

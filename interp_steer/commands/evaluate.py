@@ -1,9 +1,11 @@
-"""``interp-steer evaluate``: one vector at a grid of strengths (culture MCQ or behaviour A/B), with the fluency
-bound and, optionally, knowledge preservation at each strength."""
+"""``interp-steer evaluate``: one vector at a grid of strengths (culture MCQ, or a behaviour set's free-text
+matching-answer probability with its A/B letters beside it), with the fluency bound at each strength, optionally
+the strength calibrated on training pairs under that bound (``--calibrate``), and knowledge preservation."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,13 @@ def _check_counts(args: argparse.Namespace) -> None:
     if ratio is not None and not ratio > 1:
         raise InterpSteerError(f"--max-ppl-ratio must be above 1 (a perplexity ratio), got {ratio:g}")
     for name in ("preservation_texts", "preservation_items", "guard_texts", "steps", "lineas_steps", "batch_size",
-                 "max_train_pairs", "max_items", "limit"):
+                 "max_train_pairs", "max_items", "limit", "val_pairs", "calibration_texts", "epochs"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise InterpSteerError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    grid = getattr(args, "calibration_strengths", None)
+    if getattr(args, "calibrate", False) and grid is not None and not all(math.isfinite(v) and v > 0 for v in grid):
+        raise InterpSteerError(f"--calibration-strengths must be positive finite numbers, got {grid}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -40,9 +45,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_counts(args)
     if args.data != "culture" and not args.data.startswith(("bipo:", "mwe:")):
         raise InterpSteerError(f"--data {args.data!r}: expected culture, bipo:<behaviour> or mwe:<name>")
+    if args.calibrate and args.split != "test":
+        raise InterpSteerError("--calibrate chooses λ on training pairs, so it scores the test split: drop --split train")
+    if args.calibrate and args.no_fluency_check:
+        raise InterpSteerError("--calibrate bounds λ by held-out perplexity: it cannot be used with --no-fluency-check")
     out = Path(args.output_dir)
+    behaviour = args.data != "culture"
+    val = _calibration_pairs(args) if args.calibrate else None  # data problems surface before the model loads
+    if behaviour:
+        items, pairs = _behaviour_data(args.data, args.split)
+        items, pairs = items[: args.limit or None], pairs[: args.limit or None]
     model = _model(args)
     vector, sae = _load_vector_and_sae(args, model)
+    report_docs: list[str] = []
+    base = None
+    calibration: dict[str, Any] | None = None
+    if not args.no_fluency_check:
+        from interp_steer.evaluation.calibration import calibration_texts
+        from interp_steer.evaluation.preservation import text_perplexity
+
+        docs = calibration_texts(model.tokenizer, 8 + (args.calibration_texts if args.calibrate else 0))
+        report_docs = docs[:8]  # the ratio shown per strength; the calibration documents are the others
+        base = text_perplexity(model, report_docs, max_tokens=128).perplexity  # once, not per strength
+        if val is not None:
+            calibration = _calibrate(model, vector, sae, val, docs[8:], args, bidirectional=behaviour)
+            lam = calibration["strength"]
+            if lam is not None:
+                strengths = sorted({*strengths, lam, *((-lam,) if behaviour else ())})
     if args.data == "culture":
         from interp_steer.data.loaders import load_culture
 
@@ -51,24 +80,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             items = items[: args.limit]
         rows = strength_sweep(model, vector, items, strengths, sae=sae, method=args.scoring)
         kind = "culture_mcq"
+        n_items = len(items)
     else:
-        items = _behaviour_items(args.data)[: args.limit or None]
-        rows = behaviour_sweep(model, vector, items, strengths, sae=sae)
-        kind = "behaviour_ab"
-    if not args.no_fluency_check:  # every strength is shown with its fluency cost
-        from interp_steer.evaluation.calibration import calibration_texts, fluency_check
-        from interp_steer.evaluation.preservation import text_perplexity
+        rows = behaviour_sweep(model, vector, items, strengths, sae=sae, pairs=pairs)
+        kind = "behaviour"
+        n_items = len(pairs)
+    if base is not None:  # every strength is shown with its fluency cost
+        from interp_steer.evaluation.calibration import fluency_check
 
-        docs = calibration_texts(model.tokenizer, 8)
-        base = text_perplexity(model, docs, max_tokens=128).perplexity  # once, not per strength
         for r in rows:
             if r["strength"] != 0:
-                f = fluency_check(model, vector, r["strength"], sae=sae, texts=docs, max_ratio=args.max_ppl_ratio,
-                                  max_tokens=128, perplexity_unsteered=base)
+                f = fluency_check(model, vector, r["strength"], sae=sae, texts=report_docs,
+                                  max_ratio=args.max_ppl_ratio, max_tokens=128, perplexity_unsteered=base)
                 r["ppl_ratio"], r["within_bound"] = f["ppl_ratio"], f["within_bound"]
+    if calibration is not None and calibration["strength"] is not None:
+        lam = calibration["strength"]
+        for r in rows:
+            if r["strength"] == lam or (behaviour and r["strength"] == -lam):
+                r["calibrated"] = True
     result: dict[str, Any] = {"vector": str(args.vector), "data": args.data, "split": args.split, "kind": kind,
-                              "n_items": len(items), "strengths": strengths, "sweep": rows,
+                              "n_items": n_items, "strengths": strengths, "sweep": rows,
                               "max_ppl_ratio": None if args.no_fluency_check else args.max_ppl_ratio}
+    if behaviour:
+        result["n_ab_items"] = len(items)
+    if calibration is not None:
+        result["calibration"] = calibration
     if args.preservation:
         from interp_steer.evaluation.preservation import (
             default_texts,
@@ -83,42 +119,97 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result["preservation"] = {str(lam): rep.to_dict() for lam, rep in zip(steered, reports, strict=True)}
     _write_json_atomic(out / "evaluation.json", result)
     write_sweep_html(rows, out / "evaluation.html", title=f"{Path(args.vector).name}: {args.data} ({args.split})")
+    if calibration is not None:
+        print(f"calibrated on {calibration['n_pairs']} training pairs: {calibration['describe']}")
     for r in rows:
         o = r.get("overall", r)
-        parts = [f"λ={r['strength']:g}"] + [f"{k} {o[k]:.3f}" for k in
-                                             ("accuracy", "acc_localized", "acc_nonlocalized", "rca", "pnlg",
-                                              "p_matching") if o.get(k) is not None]
+        parts = [f"λ={r['strength']:g}"] + [f"{label} {o[k]:.3f}" for k, label in
+                                             (("accuracy", "accuracy"), ("acc_localized", "acc_localized"),
+                                              ("acc_nonlocalized", "acc_nonlocalized"), ("rca", "rca"),
+                                              ("pnlg", "pnlg"), ("p_text", "p(matching answer)"),
+                                              ("p_matching", "A/B p(matching letter)")) if o.get(k) is not None]
         if r.get("ppl_ratio") is not None or r.get("within_bound") is False:
             ratio = "inf" if r["ppl_ratio"] is None else f"{r['ppl_ratio']:.3f}"
             parts.append(f"ppl ×{ratio}" + ("" if r["within_bound"] else
                                             f"  [breaks the fluency bound ×{args.max_ppl_ratio:g}]"))
+        if r.get("calibrated"):
+            parts.append("[calibrated]")
         print("  ".join(parts))
     print(f"wrote {out / 'evaluation.json'} and {out / 'evaluation.html'}")
     return 0
 
 
-def _behaviour_items(spec: str) -> list[Any]:
-    """Behaviour A/B test items: BiPO's ``test_infer.csv`` or the last 20 % of a model-written-evals file."""
-    from interp_steer.data import loaders
-    from interp_steer.data.specs import _shared
+def _calibration_pairs(args: argparse.Namespace) -> list[Any]:
+    """``--val-pairs`` free-text pairs drawn (``--seed``) from the **training** split: what ``--calibrate``
+    chooses λ on (the test items are scored afterwards and never enter the choice)."""
+    import random
 
+    from interp_steer.data.specs import load_pairs
+
+    if args.data == "culture":
+        pool = load_pairs("culture", split="train", countries=args.country, form="mcq", seed=args.seed)
+    else:
+        pool = load_pairs(args.data, split="train", form="text")
+    order = list(range(len(pool)))
+    random.Random(args.seed).shuffle(order)
+    return [pool[i] for i in order[: args.val_pairs]]
+
+
+def _calibrate(model: Any, vector: Any, sae: Any, val: list[Any], docs: list[str], args: argparse.Namespace, *,
+               bidirectional: bool) -> dict[str, Any]:
+    """:func:`calibrate_strength` with the validation metric: ``p(+λ) − p(−λ)`` of the matching answer
+    (behaviour vectors, used both ways; the bound must hold at ±λ) or ``p(+λ)`` (culture vectors)."""
+    from interp_steer.evaluation.behaviour import pair_probability
+    from interp_steer.evaluation.calibration import calibrate_strength
+    from interp_steer.evaluation.shared_layers import SharedLayers, first_changed_block
+
+    shared = SharedLayers(model, first_changed_block(model, vector.hook_points))
+
+    def p(lam: float) -> float:
+        return pair_probability(model, val, vector, lam, sae=sae, shared=shared)["p_matching"]
+
+    def effect(lam: float) -> float:
+        return p(lam) - p(-lam) if bidirectional else p(lam)
+
+    cal = calibrate_strength(model, vector, effect, sae=sae, strengths=args.calibration_strengths, texts=docs,
+                             max_ratio=args.max_ppl_ratio, bidirectional=bidirectional, shared=shared)
+    return {**cal.to_dict(), "describe": cal.describe(), "n_pairs": len(val),
+            "metric": "p(+λ) − p(−λ) of the matching answer" if bidirectional else "p(+λ) of the matching answer"}
+
+
+def _behaviour_data(spec: str, split: str) -> tuple[list[Any], list[Any]]:
+    """A behaviour set's A/B items and free-text pairs of ``split``. Free text: the set's pairs as (question,
+    matching answer, other answer). A/B: BiPO's ``test_infer.csv`` (test split only: a BiPO set has no A/B
+    training file) or the model-written evals' choices (the same first 80 % / last 20 % cut as the pairs)."""
+    from interp_steer.data import loaders
+    from interp_steer.data.specs import _shared, load_pairs
+
+    pairs = load_pairs(spec, split=split, form="text")
     name = spec.split(":", 1)[1]
     if spec.startswith("bipo:"):
-        return loaders.load_bipo_ab(_shared("bipo", name, "test_infer.csv"))
-    items = loaders.load_mwe(_shared("model-written-evals", f"{name}.jsonl"), as_="mcq")
-    return list(items[int(len(items) * 0.8):])
+        items = loaders.load_bipo_ab(_shared("bipo", name, "test_infer.csv")) if split == "test" else []
+    else:
+        mcq: list[Any] = list(loaders.load_mwe(_shared("model-written-evals", f"{name}.jsonl"), as_="mcq"))
+        cut = int(len(mcq) * 0.8)
+        items = mcq[cut:] if split == "test" else mcq[:cut]
+    return list(items), list(pairs)
 
 
 def add_parser(sub: Any) -> None:
     from interp_steer.cli import _add_model_args
 
-    p = sub.add_parser("evaluate", help="λ sweep of one steering vector (culture MCQ or behaviour A/B)",
+    p = sub.add_parser("evaluate", help="λ sweep of one steering vector (culture MCQ or behaviour free text + A/B)",
                        description="Score one vector at a grid of strengths; writes evaluation.json and an offline "
-                                   "plotly evaluation.html (accuracy vs λ; localized vs non-localized per country).")
+                                   "plotly evaluation.html (accuracy or matching-answer probability vs λ; localized "
+                                   "vs non-localized per country). Behaviour sets are scored as free text (p of the "
+                                   "matching answer against the other after the bare question) with the A/B letter "
+                                   "probability beside it. --calibrate adds the strength chosen on training pairs "
+                                   "under the fluency bound (and its negative for behaviour vectors).")
     _add_model_args(p)
     p.add_argument("--vector", required=True, help="a SteeringVector (.safetensors with its JSON sidecar)")
     p.add_argument("--sae", default=None, help="SAE folder for SAE-latent vectors, shipped name, or a shipped width such as 16384 (default: the vector's own)")
-    p.add_argument("--data", default="culture", help="culture (MCQ) | bipo:<behaviour> | mwe:<name> (A/B)")
+    p.add_argument("--data", default="culture",
+                   help="culture (MCQ) | bipo:<behaviour> | mwe:<name> (free-text pairs and A/B letters)")
     p.add_argument("--country", action="append", help="culture country (repeatable; default: all)")
     p.add_argument("--split", choices=["train", "test"], default="test")
     p.add_argument("--strengths", type=float, nargs="+", default=None, help="default: 0 0.5 1 2 4")
@@ -132,6 +223,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-ppl-ratio", type=float, default=1.2,
                    help="fluency bound: strengths whose held-out perplexity ratio exceeds it are flagged (default 1.2)")
     p.add_argument("--no-fluency-check", action="store_true", help="do not measure held-out perplexity per strength")
+    p.add_argument("--calibrate", action="store_true",
+                   help="also score the strength calibrate_strength chooses on --val-pairs training pairs: the "
+                        "largest p(+λ) − p(−λ) (behaviour; bound at ±λ) or p(+λ) (culture) whose perplexity ratio on "
+                        "--calibration-texts held-out documents stays within --max-ppl-ratio")
+    p.add_argument("--val-pairs", type=int, default=32, help="--calibrate: training pairs it chooses on (default 32)")
+    p.add_argument("--calibration-texts", type=int, default=24,
+                   help="--calibrate: held-out documents for its bound (others than the 8 the sweep reports on)")
+    p.add_argument("--calibration-strengths", type=float, nargs="+", default=[0.5, 1, 2, 4, 8, 16, 32],
+                   help="--calibrate: grid, refined by bisection below the first strength that breaks the bound")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="runs/evaluate")
     p.set_defaults(func=cmd_evaluate)

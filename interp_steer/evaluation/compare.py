@@ -2,7 +2,8 @@
 
 * :func:`strength_sweep` – culture MCQ report (accuracy, localized / non-localized, RCA, PNLG, per country) of one
   vector at each strength; strength 0 is the unsteered model.
-* :func:`behaviour_sweep` – behaviour A/B scores (probability of the matching letter) at each strength.
+* :func:`behaviour_sweep` – behaviour scores at each strength: the free-text matching-answer probability and
+  the A/B probability of the matching letter.
 * :func:`compare_methods` – for each country: build a vector with every method (CAA, SAS, BiPO, YaPO, LinEAS)
   from that country's *training* split, choose each method's strength on the training questions (best RCA,
   then accuracy), and report the test questions at every strength and at the chosen one, next to the
@@ -29,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interp_steer.data.schemas import MCQItem
+from interp_steer.data.schemas import MCQItem, PreferenceExample
 from interp_steer.errors import InterpSteerError
 from interp_steer.evaluation.shared_layers import SharedLayers, first_changed_block, resolve
 from interp_steer.io import write_text_atomic
@@ -94,14 +95,30 @@ def _answer_margin(scores: Sequence[Any]) -> float:
 
 def behaviour_sweep(model: Any, vector: SteeringVector | None, items: Sequence[MCQItem],
                     strengths: Sequence[float], *, sae: Any | None = None,
-                    shared: SharedLayers | bool = True) -> list[dict[str, Any]]:
-    """Behaviour A/B probability of the matching letter at each strength (``shared``: as in
-    :func:`strength_sweep`)."""
-    from interp_steer.evaluation.behaviour import ab_probability
+                    shared: SharedLayers | bool = True,
+                    pairs: Sequence[PreferenceExample] | None = None) -> list[dict[str, Any]]:
+    """Behaviour scores at each strength (``shared``: as in :func:`strength_sweep`).
 
+    ``items``: A/B questions, scored as the probability of the matching letter (``p_matching``, ``accuracy``;
+    none when empty). ``pairs``: free-text (question, matching answer, other answer) pairs, scored as
+    ``p_text`` = mean σ(log p(matching answer) − log p(other answer)) after the bare question, with the mean
+    log-prob margin ``margin_text`` — the measure that moves on small models, whose A/B letters stay at chance.
+    """
+    from interp_steer.evaluation.behaviour import ab_probability, pair_probability
+
+    if not items and not pairs:
+        raise InterpSteerError("behaviour_sweep needs A/B items or free-text pairs to score")
     lower = resolve(model, vector, shared)
-    return [{"strength": float(lam), **ab_probability(model, items, vector, float(lam), sae=sae, shared=lower)}
-            for lam in strengths]
+    rows: list[dict[str, Any]] = []
+    for lam in strengths:
+        row: dict[str, Any] = {"strength": float(lam)}
+        if pairs:
+            text = pair_probability(model, pairs, vector, float(lam), sae=sae, shared=lower)
+            row.update(p_text=text["p_matching"], margin_text=text["mean_margin"], n_text=text["n"])
+        if items:
+            row.update(ab_probability(model, items, vector, float(lam), sae=sae, shared=lower))
+        rows.append(row)
+    return rows
 
 
 def _key(row: dict[str, Any]) -> tuple[float, float, float]:
@@ -127,15 +144,19 @@ class CompareConfig:
 
     countries: list[str] = field(default_factory=lambda: ["morocco"])
     methods: list[str] = field(default_factory=lambda: list(METHODS))
-    strengths: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])
+    strengths: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
     layer: int | None = None  # default: the SAE's layer (every method intervenes there; LinEAS: see lineas_hooks)
-    steps: int = 40  # BiPO / YaPO optimisation steps
+    # BiPO / YaPO: the training preset (methods.preference.PRESETS), its epochs, and an optional cap on the
+    # optimiser steps; the kept vector is the one with the lowest loss on 15 % of the training pairs held out
+    preset: str = "small"
+    epochs: int = 2
+    steps: int | None = None
     batch_size: int = 4
-    lr: dict[str, float] = field(default_factory=lambda: {"bipo": 5e-2, "yapo": 5e-2, "lineas": 2e-2})
+    lr: dict[str, float] = field(default_factory=lambda: {"lineas": 2e-2})  # BiPO / YaPO: the preset's unless set
     lineas_steps: int = 40
     lineas_hooks: str | None = None  # default: the residual stream after the chosen layer and 4 layers around
     sas_top_k: int = 32
-    yapo_sparse: bool = False  # True: YaPO with methods.preference.SPARSE_DEFAULT (its top 256 latents)
+    yapo_sparse: bool = True  # YaPO with methods.preference.SPARSE_DEFAULT (its top 256 latents); False: exact
     scoring: str = "loglik"
     preservation: bool = True
     preservation_texts: int = 32
@@ -183,13 +204,15 @@ def build_vector(model: Any, sae: Any, method: str, country: str, cfg: CompareCo
     if method in ("bipo", "yapo"):
         from interp_steer.methods.preference import SPARSE_DEFAULT, train_vector
 
-        steps = cfg.steps
-        extra = dict(SPARSE_DEFAULT) if (method == "yapo" and cfg.yapo_sparse) else {}
+        extra: dict[str, Any] = dict(SPARSE_DEFAULT) if (method == "yapo" and cfg.yapo_sparse) else {}
+        if method in cfg.lr:
+            extra["lr"] = cfg.lr[method]
+        if cfg.steps is not None:
+            extra["max_steps"] = cfg.steps
         # the kept vector is chosen on 15 % of the training pairs held out (never on the test questions)
         res = train_vector(model, pairs, method, sae=sae if method == "yapo" else None, eval_fraction=0.15,
-                           layer=layer, max_steps=steps, epochs=max(1, -(-steps * cfg.batch_size // len(pairs))),
-                           batch_size=cfg.batch_size, lr=cfg.lr.get(method, 5e-4), seed=cfg.seed, progress=progress,
-                           **extra)
+                           layer=layer, preset=cfg.preset, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                           seed=cfg.seed, progress=progress, **extra)
         return res.vector
     if method == "lineas":
         from interp_steer.methods.lineas import train_lineas
@@ -405,14 +428,14 @@ def write_report_html(result: dict[str, Any], path: str | Path, *, title: str = 
 
 
 def write_sweep_html(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str) -> Path:
-    """Offline plotly page for one vector's sweep: accuracy (and localized / non-localized) vs λ, and
-    per-country localized vs non-localized bars at each λ."""
+    """Offline plotly page for one vector's sweep: accuracy (and localized / non-localized) or the behaviour
+    probabilities vs λ, and per-country localized vs non-localized bars at each λ."""
     import plotly.graph_objects as go
 
     line = go.Figure()
     xs = [r["strength"] for r in rows]
     for key, name in (("accuracy", "all"), ("acc_localized", "localized"), ("acc_nonlocalized", "non-localized"),
-                      ("p_matching", "p(matching)")):
+                      ("p_text", "p(matching answer), free text"), ("p_matching", "A/B p(matching letter)")):
         ys = [r.get("overall", r).get(key) for r in rows]
         if any(y is not None for y in ys):
             line.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name))
