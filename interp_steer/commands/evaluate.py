@@ -124,7 +124,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for r in rows:
         o = r.get("overall", r)
         parts = [f"λ={r['strength']:g}"] + [f"{label} {o[k]:.3f}" for k, label in
-                                             (("accuracy", "accuracy"), ("acc_localized", "acc_localized"),
+                                             (("accuracy", "A/B accuracy" if behaviour else "accuracy"),
+                                              ("acc_localized", "acc_localized"),
                                               ("acc_nonlocalized", "acc_nonlocalized"), ("rca", "rca"),
                                               ("pnlg", "pnlg"), ("p_text", "p(matching answer)"),
                                               ("p_matching", "A/B p(matching letter)")) if o.get(k) is not None]
