@@ -106,8 +106,7 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
 def load_set(spec: str, n_train: int, n_val: int, n_test: int | None, seed: int):
     """(train, val, test) free-text pairs and the A/B test items of one behaviour set."""
 
-    from interp_steer.data import loaders
-    from interp_steer.data.specs import _shared, load_pairs
+    from interp_steer.data.specs import load_ab_items, load_pairs
 
     train_all = load_pairs(spec, split="train", form="text")
     test = load_pairs(spec, split="test", form="text")
@@ -118,12 +117,7 @@ def load_set(spec: str, n_train: int, n_val: int, n_test: int | None, seed: int)
     train = [train_all[i] for i in order[:n_train]]
     val = [train_all[i] for i in order[n_train : n_train + n_val]]
     test = test[:n_test] if n_test else test
-    name = behaviour_name(spec)
-    if spec.startswith("bipo:"):
-        ab = loaders.load_bipo_ab(_shared("bipo", name, "test_infer.csv"))
-    else:
-        items = loaders.load_mwe(_shared("model-written-evals", f"{name}.jsonl"), as_="mcq")
-        ab = list(items[int(len(items) * 0.8):])  # the same last 20 % as the text test split
+    ab = load_ab_items(spec, split="test")  # the same items as the text test split
     ab = ab[:n_test] if n_test else ab
     return train, val, test, ab
 

@@ -663,3 +663,21 @@ def test_prep_rejected_cli_validates_before_loading_a_model(tmp_path, monkeypatc
     with pytest.raises(InterpSteerError, match="not a prep-rejected row"):
         args.func(args)
     assert out.read_text() == '{"something": "else"}\n'
+
+
+def test_ab_items_split_like_the_free_text_pairs():
+    """`load_ab_items` cuts a model-written-evals file where `load_pairs` does (first 80 % train), so the A/B
+    test items are the free-text test pairs' questions; a BiPO set has A/B items for its test split only."""
+    from interp_steer.data.loaders import load_mwe
+    from interp_steer.data.specs import load_ab_items, load_pairs
+    from tests.conftest import shared_data
+
+    path = shared_data("model-written-evals", "survival-instinct.jsonl")
+    train, test = load_ab_items("mwe:survival-instinct", split="train"), load_ab_items("mwe:survival-instinct")
+    assert len(train) + len(test) == len(load_mwe(path, as_="mcq")) and len(test) > 0
+    assert len(test) == len(load_pairs("mwe:survival-instinct", split="test", form="text"))
+    assert len(train) == len(load_pairs("mwe:survival-instinct", split="train", form="text"))
+    shared_data("bipo", "power-seeking", "test_infer.csv")
+    assert load_ab_items("bipo:power-seeking", split="train") == [] and load_ab_items("bipo:power-seeking")
+    with pytest.raises(InterpSteerError, match="A/B items exist for"):
+        load_ab_items("culture")

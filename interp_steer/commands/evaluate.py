@@ -162,9 +162,9 @@ def _calibrate(model: Any, vector: Any, sae: Any, val: list[Any], docs: list[str
     (behaviour vectors, used both ways; the bound must hold at ±λ) or ``p(+λ)`` (culture vectors)."""
     from interp_steer.evaluation.behaviour import pair_probability
     from interp_steer.evaluation.calibration import calibrate_strength
-    from interp_steer.evaluation.shared_layers import SharedLayers, first_changed_block
+    from interp_steer.evaluation.shared_layers import SharedLayers
 
-    shared = SharedLayers(model, first_changed_block(model, vector.hook_points))
+    shared = SharedLayers.for_vectors(model, [vector])
 
     def p(lam: float) -> float:
         return pair_probability(model, val, vector, lam, sae=sae, shared=shared)["p_matching"]
@@ -179,21 +179,11 @@ def _calibrate(model: Any, vector: Any, sae: Any, val: list[Any], docs: list[str
 
 
 def _behaviour_data(spec: str, split: str) -> tuple[list[Any], list[Any]]:
-    """A behaviour set's A/B items and free-text pairs of ``split``. Free text: the set's pairs as (question,
-    matching answer, other answer). A/B: BiPO's ``test_infer.csv`` (test split only: a BiPO set has no A/B
-    training file) or the model-written evals' choices (the same first 80 % / last 20 % cut as the pairs)."""
-    from interp_steer.data import loaders
-    from interp_steer.data.specs import _shared, load_pairs
+    """A behaviour set's A/B items and free-text pairs (question, matching answer, other answer) of ``split``."""
+    from interp_steer.data.specs import load_ab_items, load_pairs
 
-    pairs = load_pairs(spec, split=split, form="text")
-    name = spec.split(":", 1)[1]
-    if spec.startswith("bipo:"):
-        items = loaders.load_bipo_ab(_shared("bipo", name, "test_infer.csv")) if split == "test" else []
-    else:
-        mcq: list[Any] = list(loaders.load_mwe(_shared("model-written-evals", f"{name}.jsonl"), as_="mcq"))
-        cut = int(len(mcq) * 0.8)
-        items = mcq[cut:] if split == "test" else mcq[:cut]
-    return list(items), list(pairs)
+    pairs = load_pairs(spec, split=split, form="text")  # checks the set's name first
+    return load_ab_items(spec, split=split), list(pairs)
 
 
 def add_parser(sub: Any) -> None:

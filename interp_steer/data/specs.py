@@ -42,6 +42,9 @@ def _known(spec: str, prefix: str, name: str, valid: list[str]) -> None:
         raise InterpSteerError(f"unknown dataset {spec!r}: {prefix}:<name> takes one of {', '.join(valid)}")
 
 
+MWE_TRAIN_SHARE = 0.8  # model-written evals: the first 80 % of a file is its training split, the rest its test
+
+
 def has_splits(spec: str) -> bool:
     """Whether ``spec`` has its own train/test split (plain files do not)."""
     return not Path(spec).exists()
@@ -64,7 +67,7 @@ def load_pairs(spec: str, *, split: str = "train", countries: Any = None, locali
         _known(spec, "mwe", name, sorted(p.stem for p in _shared("model-written-evals").glob("*.jsonl")))
         all_pairs = loaders.load_mwe(_shared("model-written-evals", f"{name}.jsonl"),
                                      as_="texts" if form == "text" else "preferences")
-        cut = int(len(all_pairs) * 0.8)
+        cut = int(len(all_pairs) * MWE_TRAIN_SHARE)
         pairs = list(all_pairs[:cut] if split == "train" else all_pairs[cut:])  # type: ignore[arg-type]
     elif spec == "dcl" or spec.startswith("dcl:"):
         source = spec.split(":", 1)[1] if ":" in spec else "MBZUAI-Paris/Deep-Culture-Lense"
@@ -85,3 +88,19 @@ def load_pairs(spec: str, *, split: str = "train", countries: Any = None, locali
     if not pairs:
         raise InterpSteerError(f"dataset {spec!r} ({split}) selected no pairs")
     return pairs
+
+
+def load_ab_items(spec: str, *, split: str = "test") -> list[Any]:
+    """A behaviour set's A/B questions (:class:`~interp_steer.data.schemas.MCQItem`) of ``split``, the same
+    items as :func:`load_pairs`' free-text pairs: BiPO's ``test_infer.csv`` (a BiPO set has A/B items for its test
+    split only, so ``split="train"`` gives none) or the model-written evals' parsed choices, cut like the pairs."""
+    from interp_steer.data import loaders
+
+    if not spec.startswith(("bipo:", "mwe:")):
+        raise InterpSteerError(f"A/B items exist for bipo:<behaviour> and mwe:<name> sets, not {spec!r}")
+    name = spec.split(":", 1)[1]
+    if spec.startswith("bipo:"):
+        return list(loaders.load_bipo_ab(_shared("bipo", name, "test_infer.csv"))) if split == "test" else []
+    items: list[Any] = list(loaders.load_mwe(_shared("model-written-evals", f"{name}.jsonl"), as_="mcq"))
+    cut = int(len(items) * MWE_TRAIN_SHARE)
+    return items[:cut] if split == "train" else items[cut:]
