@@ -255,13 +255,10 @@ def calibrate(model, vector, val, base: dict[str, Any], args, *, sae=None, share
     """The benchmark's strength choice for one vector: the largest validation shift ``p(+λ) − p(−λ)`` whose
     perplexity ratio on the calibration documents keeps ``args.max_ratio`` at ±λ (``args``' grid, refinement and
     confidence)."""
-    from interp_steer.evaluation.behaviour import pair_probability
+    from interp_steer.evaluation.behaviour import pair_effect
     from interp_steer.evaluation.calibration import calibrate_strength
 
-    def effect(lam: float) -> float:
-        return (pair_probability(model, val, vector, lam, sae=sae, shared=shared)["p_matching"]
-                - pair_probability(model, val, vector, -lam, sae=sae, shared=shared)["p_matching"])
-
+    effect = pair_effect(model, val, vector, sae=sae, shared=shared)
     return calibrate_strength(model, vector, effect, sae=sae, strengths=args.strengths,
                               texts=base["calibration_texts"], max_ratio=args.max_ratio, max_tokens=args.ppl_tokens,
                               refine=args.refine, perplexity_unsteered=base["ppl_calibration"],

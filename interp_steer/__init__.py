@@ -44,7 +44,8 @@ _LAZY: dict[str, str] = {
     "load_preferences": "interp_steer.data.loaders",
     # evaluation
     "score_mcq": "interp_steer.evaluation.mcq",
-    "pair_probability": "interp_steer.evaluation.behaviour", "ab_probability": "interp_steer.evaluation.behaviour",
+    "pair_probability": "interp_steer.evaluation.behaviour", "pair_effect": "interp_steer.evaluation.behaviour",
+    "ab_probability": "interp_steer.evaluation.behaviour",
     "calibrate_strength": "interp_steer.evaluation.calibration",
     "fluency_check": "interp_steer.evaluation.calibration",
     "text_perplexity": "interp_steer.evaluation.preservation",
@@ -66,7 +67,7 @@ __all__ = [
     "compute_caa", "compute_sas", "contrastive_vector", "culture_preferences", "explain", "fluency_check",
     "from_hf_model", "generate", "inspect_latents", "latent_usage", "list_shipped_saes", "load_culture",
     "load_model", "load_pairs", "load_preferences", "load_prompts", "load_sae", "model_fingerprint",
-    "pair_probability", "preference_config", "score_mcq", "steer", "strength_sweep", "sweep", "text_perplexity",
+    "pair_effect", "pair_probability", "preference_config", "score_mcq", "steer", "strength_sweep", "sweep", "text_perplexity",
     "to_neuronpedia", "train_lineas", "train_vector",
 ]  # = InterpSteerError, __version__ and every key of _LAZY (tested)
 
@@ -89,7 +90,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from interp_steer.data.registry import load_prompts
     from interp_steer.data.schemas import MCQItem, PreferenceExample
     from interp_steer.data.specs import load_pairs
-    from interp_steer.evaluation.behaviour import ab_probability, pair_probability
+    from interp_steer.evaluation.behaviour import ab_probability, pair_effect, pair_probability
     from interp_steer.evaluation.calibration import calibrate_strength, fluency_check
     from interp_steer.evaluation.compare import behaviour_sweep, compare_methods, strength_sweep
     from interp_steer.evaluation.mcq import score_mcq

@@ -57,7 +57,7 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
     perplexity ratio over the calibration documents (``None``: the measured ratio itself), so that other general
     text keeps it too (the report measures it again on 128 other documents, with its 90 % interval). Writes ``demo.json`` and the vector under ``output_dir`` and returns
     the summary."""
-    from interp_steer.evaluation.behaviour import pair_probability
+    from interp_steer.evaluation.behaviour import pair_effect
     from interp_steer.evaluation.calibration import (
         DEFAULT_STRENGTHS,
         calibrate_strength,
@@ -111,7 +111,7 @@ def run_demo(country: str = "morocco", *, epochs: int = 2, batch_size: int = 4, 
     shared = SharedLayers.for_vectors(model, [vector])  # the blocks below the SAE's layer run once per batch
     cal = calibrate_strength(
         model, vector,
-        lambda lam: pair_probability(model, val_pairs, vector, lam, sae=sae, shared=shared)["p_matching"],
+        pair_effect(model, val_pairs, vector, sae=sae, bidirectional=False, shared=shared),
         sae=sae, strengths=strengths or DEFAULT_STRENGTHS, max_ratio=max_ratio, bidirectional=False,
         texts=cal_texts, max_tokens=ppl_tokens, log=lambda m: print("      " + m, flush=True), shared=shared,
         confidence=ppl_confidence)

@@ -182,7 +182,7 @@ def _split(cfg: SweepConfig, target: str, seed: int) -> tuple[list[Any], list[An
 def run_cell(model: Any, sae: Any | None, cfg: SweepConfig, cell: Mapping[str, Any],
              output_dir: Path) -> dict[str, Any]:
     """Build, calibrate (or sweep λ) and score one cell; the row written to ``cells/<id>.json``."""
-    from interp_steer.evaluation.behaviour import pair_probability
+    from interp_steer.evaluation.behaviour import pair_effect, pair_probability
     from interp_steer.evaluation.calibration import calibrate_strength, calibration_texts
     from interp_steer.evaluation.preservation import text_perplexity
     from interp_steer.evaluation.shared_layers import SharedLayers
@@ -218,10 +218,7 @@ def run_cell(model: Any, sae: Any | None, cfg: SweepConfig, cell: Mapping[str, A
     base_ppl = text_perplexity(model, texts, max_tokens=cfg.ppl_tokens, shared=shared).perplexity
     p0 = pair_probability(model, test, shared=shared)["p_matching"]
     if cfg.strengths == "calibrate":
-        def effect(lam: float) -> float:
-            return (pair_probability(model, val, vector, lam, sae=vsae, shared=shared)["p_matching"]
-                    - pair_probability(model, val, vector, -lam, sae=vsae, shared=shared)["p_matching"])
-
+        effect = pair_effect(model, val, vector, sae=vsae, shared=shared)
         cal = calibrate_strength(model, vector, effect, sae=vsae, texts=texts, max_ratio=cfg.max_ratio,
                                  max_tokens=cfg.ppl_tokens, perplexity_unsteered=base_ppl, shared=shared)
         strengths = [cal.strength] if cal.strength is not None else []

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from interp_steer.data.loaders import load_bipo_csv
-from interp_steer.evaluation.behaviour import pair_probability
+from interp_steer.evaluation.behaviour import pair_effect, pair_probability
 from interp_steer.evaluation.calibration import calibrate_strength, calibration_texts
 from interp_steer.evaluation.shared_layers import SharedLayers
 from interp_steer.steering.vector import SteeringVector
@@ -65,10 +65,8 @@ def test_vector_steers_unseen_items_within_the_fluency_bound(model, power_seekin
     assert res.history[-1]["loss"] < res.history[0]["loss"]
     shared = SharedLayers.for_vectors(model, [vector])  # blocks 0-15 once per batch (scores unchanged)
 
-    def effect(lam: float) -> float:  # on training pairs the vector was not fitted to; never the test items
-        return (pair_probability(model, val, vector, lam, sae=sae, shared=shared)["p_matching"]
-                - pair_probability(model, val, vector, -lam, sae=sae, shared=shared)["p_matching"])
-
+    # p(+λ) − p(−λ) on training pairs the vector was not fitted to; never the test items
+    effect = pair_effect(model, val, vector, sae=sae, shared=shared)
     cal = calibrate_strength(model, vector, effect, sae=sae, strengths=[1, 2, 4], refine=0, max_tokens=96,
                              texts=calibration_texts(model.tokenizer, 8), shared=shared)
     assert cal.found, cal.describe()

@@ -160,18 +160,12 @@ def _calibrate(model: Any, vector: Any, sae: Any, val: list[Any], docs: list[str
                bidirectional: bool) -> dict[str, Any]:
     """:func:`calibrate_strength` with the validation metric: ``p(+λ) − p(−λ)`` of the matching answer
     (behaviour vectors, used both ways; the bound must hold at ±λ) or ``p(+λ)`` (culture vectors)."""
-    from interp_steer.evaluation.behaviour import pair_probability
+    from interp_steer.evaluation.behaviour import pair_effect
     from interp_steer.evaluation.calibration import calibrate_strength
     from interp_steer.evaluation.shared_layers import SharedLayers
 
     shared = SharedLayers.for_vectors(model, [vector])
-
-    def p(lam: float) -> float:
-        return pair_probability(model, val, vector, lam, sae=sae, shared=shared)["p_matching"]
-
-    def effect(lam: float) -> float:
-        return p(lam) - p(-lam) if bidirectional else p(lam)
-
+    effect = pair_effect(model, val, vector, sae=sae, bidirectional=bidirectional, shared=shared)
     cal = calibrate_strength(model, vector, effect, sae=sae, strengths=args.calibration_strengths, texts=docs,
                              max_ratio=args.max_ppl_ratio, bidirectional=bidirectional, shared=shared)
     return {**cal.to_dict(), "describe": cal.describe(), "n_pairs": len(val),

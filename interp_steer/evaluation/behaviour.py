@@ -4,11 +4,13 @@
   with ``"("``; the probability mass of the matching-behaviour letter among the option letters, averaged.
 * :func:`pair_probability` – on preference pairs: ``σ(log p(matching) − log p(not matching))`` with full
   response log-probs, i.e. the probability of the matching answer among the two, averaged.
+* :func:`pair_effect` – that probability as the metric :func:`~interp_steer.evaluation.calibration.calibrate_strength`
+  maximises: ``p(+λ) − p(−λ)`` for vectors used both ways, ``p(+λ)`` otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -61,3 +63,28 @@ def pair_probability(model: Any, pairs: Sequence[PreferenceExample], vector: Ste
         margins.extend((logp[0::2] - logp[1::2]).tolist())
     m = torch.tensor(margins)
     return {"p_matching": float(torch.sigmoid(m).mean()), "mean_margin": float(m.mean()), "n": len(margins)}
+
+
+def pair_effect(model: Any, pairs: Sequence[PreferenceExample], vector: SteeringVector, *,
+                sae: Any | None = None, bidirectional: bool = True,
+                shared: SharedLayers | None = None) -> Callable[[float], float]:
+    """The matching-answer metric of a strength on ``pairs`` (training or validation pairs, never test items),
+    for :func:`~interp_steer.evaluation.calibration.calibrate_strength`: ``λ ↦ p(+λ) − p(−λ)`` of
+    :func:`pair_probability` when ``bidirectional`` (a vector used toward and away from the behaviour), else
+    ``λ ↦ p(+λ)``. ``sae`` is only used for SAE-latent vectors; ``shared`` as for :func:`pair_probability`
+    (pass the one given to ``calibrate_strength`` so both share the lower blocks)::
+
+        cal = calibrate_strength(model, vec, pair_effect(model, val_pairs, vec))
+    """
+    if not pairs:
+        raise InterpSteerError("no preference pairs for the calibration metric")
+    data = list(pairs)
+    vsae = sae if vector.kind == "sae" else None
+
+    def p(lam: float) -> float:
+        return pair_probability(model, data, vector, lam, sae=vsae, shared=shared)["p_matching"]
+
+    def effect(lam: float) -> float:
+        return p(lam) - p(-lam) if bidirectional else p(lam)
+
+    return effect
