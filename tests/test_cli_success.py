@@ -111,6 +111,87 @@ def test_evaluate_behaviour_scores_free_text_and_ab_and_calibrates_on_training_p
                                                 abs=1e-5)
 
 
+def _mwe_file(path, start, n):
+    """A model-written-evals file of its own (questions ``start`` … ``start + n - 1``), matching answer (A) or (B)."""
+    rows = []
+    for i in range(start, start + n):
+        opts = [f"Yes, I want more control {i}.", f"No, I would defer to people {i}."]
+        match = i % 2  # alternate the matching letter
+        rows.append({"question": f"Question {i}: should you take charge?\n\nChoices:\n (A) {opts[0]}\n (B) {opts[1]}"
+                                 f"\n\nAnswer:",
+                     "answer_matching_behavior": " (B)" if match else " (A)",
+                     "answer_not_matching_behavior": " (A)" if match else " (B)"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_evaluate_scores_a_held_out_file_whole_and_calibrates_on_other_pairs(tiny_cli, tmp_path, capsys):
+    """Someone's own held-out set: a model-written-evals file is scored whole (free text and A/B), with λ chosen on
+    --val-data pairs; a prompt/chosen/rejected file gives free text only."""
+    from interp_steer.data.loaders import load_mwe
+    from interp_steer.evaluation.behaviour import ab_probability, pair_probability
+
+    path = _dense_vector(tiny_cli, tmp_path, scale=2.0)
+    held_out, other = _mwe_file(tmp_path / "mine.jsonl", 0, 5), _mwe_file(tmp_path / "val.jsonl", 100, 6)
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate", "--vector", path, "--data", held_out, "--strengths", "0", "1", "--calibrate",
+                     "--val-data", other, "--val-pairs", "4", "--calibration-texts", "3",
+                     "--calibration-strengths", "0.5", "2", "8", "--output-dir", str(out)]) == 0
+    data = json.loads((out / "evaluation.json").read_text())
+    assert data["split"] == "whole file" and data["val_data"] == other and data["n_items"] == 5
+    assert data["calibration"]["n_pairs"] == 4 and data["calibration"]["ppl_ratio"] <= 1.2
+    texts, items = load_mwe(held_out, as_="texts"), load_mwe(held_out, as_="mcq")
+    assert [t.chosen for t in texts] == [f"No, I would defer to people {i}." if i % 2 else
+                                         f"Yes, I want more control {i}." for i in range(5)]
+    vec = SteeringVector.load(path, model=tiny_cli)
+    for r in data["sweep"]:  # every row scores all five items both ways
+        assert r["n_text"] == 5 and r["n"] == 5
+        assert r["p_text"] == pytest.approx(pair_probability(tiny_cli, texts, vec, r["strength"])["p_matching"],
+                                            abs=1e-5)
+        assert r["p_matching"] == pytest.approx(ab_probability(tiny_cli, items, vec, r["strength"])["p_matching"],
+                                                abs=1e-5)
+    capsys.readouterr()
+    out2 = tmp_path / "eval2"
+    assert cli.main(["evaluate", "--vector", path, "--data", _pairs(tmp_path / "p.jsonl", n=4), "--strengths",
+                     "0", "2", "--no-fluency-check", "--output-dir", str(out2)]) == 0
+    rows = json.loads((out2 / "evaluation.json").read_text())["sweep"]
+    assert all(r["n_text"] == 4 and "p_matching" not in r for r in rows)  # no A/B letters in a pair file
+    assert "A/B" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case, message", [
+    ("split", "a data file has no split"),
+    ("no_val", "--calibrate on a data file needs --val-data"),
+    ("same", "share a question with the scored items"),
+    ("val_without_calibrate", "--val-data only sets where --calibrate draws its pairs"),
+    ("culture_val", "--val-data is for behaviour sets"),
+    ("columns", "not a behaviour file; found columns"),
+    ("missing", "data file not found"),
+])
+def test_evaluate_file_errors_are_one_line_before_the_model_loads(monkeypatch, tiny_model, tmp_path, capsys, case,
+                                                                 message):
+    def no_model(args):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(cli, "_model", no_model)
+    path = _dense_vector(tiny_model, tmp_path)
+    mine = _mwe_file(tmp_path / "mine.jsonl", 0, 4)
+    (tmp_path / "odd.jsonl").write_text(json.dumps({"text": "hello", "label": 1}) + "\n")
+    extra = {"split": ["--data", mine, "--split", "train"],
+             "no_val": ["--data", mine, "--calibrate"],
+             "same": ["--data", mine, "--calibrate", "--val-data", _mwe_file(tmp_path / "v.jsonl", 2, 4)],
+             "val_without_calibrate": ["--data", mine, "--val-data", mine],
+             "culture_val": ["--data", "culture", "--calibrate", "--val-data", mine],
+             "columns": ["--data", str(tmp_path / "odd.jsonl")],
+             "missing": ["--data", str(tmp_path / "nowhere.jsonl")]}[case]
+    try:
+        code = cli.main(["evaluate", "--vector", path, *extra])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--calibrate", "--split", "train"], "--calibrate chooses λ on training pairs"),
     (["--calibrate", "--no-fluency-check"], "--calibrate bounds λ by held-out perplexity"),

@@ -37,14 +37,26 @@ def _check_counts(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from interp_steer.cli import _model, _write_json_atomic
     from interp_steer.commands.generate import _load_vector_and_sae
+    from interp_steer.data.loaders import looks_like_path
     from interp_steer.evaluation.compare import behaviour_sweep, strength_sweep, write_sweep_html
 
     if not Path(args.vector).exists() and not Path(args.vector + ".safetensors").exists():
         raise InterpSteerError(f"steering vector file not found: {args.vector}")
     strengths = _strengths(args.strengths, [0.0, 0.5, 1.0, 2.0, 4.0])
     _check_counts(args)
-    if args.data != "culture" and not args.data.startswith(("bipo:", "mwe:")):
-        raise InterpSteerError(f"--data {args.data!r}: expected culture, bipo:<behaviour> or mwe:<name>")
+    is_file = args.data != "culture" and not args.data.startswith(("bipo:", "mwe:"))
+    if is_file and not looks_like_path(args.data):
+        raise InterpSteerError(f"--data {args.data!r}: expected culture, bipo:<behaviour>, mwe:<name> or a data file")
+    if is_file and args.split is not None:
+        raise InterpSteerError(f"--split {args.split}: a data file has no split; {args.data} is scored whole")
+    args.split = args.split or "test"
+    if args.val_data is not None and args.data == "culture":
+        raise InterpSteerError("--val-data is for behaviour sets; culture calibrates on its own training questions")
+    if args.val_data is not None and not args.calibrate:
+        raise InterpSteerError("--val-data only sets where --calibrate draws its pairs: add --calibrate")
+    if args.calibrate and is_file and args.val_data is None:
+        raise InterpSteerError(f"--calibrate on a data file needs --val-data (the pairs λ is chosen on, never the "
+                               f"scored items): bipo:<behaviour>, mwe:<name> or another file, not {args.data}")
     if args.calibrate and args.split != "test":
         raise InterpSteerError("--calibrate chooses λ on training pairs, so it scores the test split: drop --split train")
     if args.calibrate and args.no_fluency_check:
@@ -55,6 +67,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if behaviour:
         items, pairs = _behaviour_data(args.data, args.split)
         items, pairs = items[: args.limit or None], pairs[: args.limit or None]
+        if val is not None:
+            _check_disjoint(val, items, pairs, args)
     model = _model(args)
     vector, sae = _load_vector_and_sae(args, model)
     report_docs: list[str] = []
@@ -98,11 +112,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for r in rows:
             if r["strength"] == lam or (behaviour and r["strength"] == -lam):
                 r["calibrated"] = True
-    result: dict[str, Any] = {"vector": str(args.vector), "data": args.data, "split": args.split, "kind": kind,
+    result: dict[str, Any] = {"vector": str(args.vector), "data": args.data,
+                              "split": "whole file" if is_file else args.split, "kind": kind,
                               "n_items": n_items, "strengths": strengths, "sweep": rows,
                               "max_ppl_ratio": None if args.no_fluency_check else args.max_ppl_ratio}
     if behaviour:
         result["n_ab_items"] = len(items)
+        if val is not None:
+            result["val_data"] = args.val_data or f"{args.data} (train split)"
     if calibration is not None:
         result["calibration"] = calibration
     if args.preservation:
@@ -147,10 +164,15 @@ def _calibration_pairs(args: argparse.Namespace) -> list[Any]:
 
     from interp_steer.data.specs import load_pairs
 
+    source = args.val_data or args.data
     if args.data == "culture":
         pool = load_pairs("culture", split="train", countries=args.country, form="mcq", seed=args.seed)
+    elif source.startswith(("bipo:", "mwe:")):
+        pool = load_pairs(source, split="train", form="text")
     else:
-        pool = load_pairs(args.data, split="train", form="text")
+        pool = _behaviour_data(source, "test")[1]
+        if not pool:
+            raise InterpSteerError(f"--val-data {source}: no free-text pairs to calibrate on (A/B items only)")
     order = list(range(len(pool)))
     random.Random(args.seed).shuffle(order)
     return [pool[i] for i in order[: args.val_pairs]]
@@ -173,11 +195,30 @@ def _calibrate(model: Any, vector: Any, sae: Any, val: list[Any], docs: list[str
 
 
 def _behaviour_data(spec: str, split: str) -> tuple[list[Any], list[Any]]:
-    """A behaviour set's A/B items and free-text pairs (question, matching answer, other answer) of ``split``."""
-    from interp_steer.data.specs import load_ab_items, load_pairs
+    """A behaviour set's A/B items and free-text pairs (question, matching answer, other answer) of ``split``;
+    a file (``load_behaviour_file``) whole."""
+    from interp_steer.data.specs import load_ab_items, load_behaviour_file, load_pairs
 
+    if not spec.startswith(("bipo:", "mwe:")):
+        return load_behaviour_file(spec)
     pairs = load_pairs(spec, split=split, form="text")  # checks the set's name first
     return load_ab_items(spec, split=split), list(pairs)
+
+
+def _check_disjoint(val: list[Any], items: list[Any], pairs: list[Any], args: argparse.Namespace) -> None:
+    """λ is chosen on items that are not scored: refuse calibration pairs whose question is a scored one (the
+    bare question of a free-text pair, or the question of an A/B item before its ``Choices:`` block)."""
+    from interp_steer.data.loaders import parse_mwe_question
+
+    def bare(text: str) -> str:
+        parsed = parse_mwe_question(text)
+        return " ".join((parsed[0] if parsed else text).split()).lower()
+
+    scored = {bare(p.prompt) for p in pairs} | {bare(i.question) for i in items}
+    shared = sum(bare(p.prompt) in scored for p in val)
+    if shared:
+        raise InterpSteerError(f"--val-data {args.val_data or args.data}: {shared} of its {len(val)} calibration "
+                               f"pairs share a question with the scored items of {args.data}; choose λ on other items")
 
 
 def add_parser(sub: Any) -> None:
@@ -194,9 +235,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--vector", required=True, help="a SteeringVector (.safetensors with its JSON sidecar)")
     p.add_argument("--sae", default=None, help="SAE folder for SAE-latent vectors, shipped name, or a shipped width such as 16384 (default: the vector's own)")
     p.add_argument("--data", default="culture",
-                   help="culture (MCQ) | bipo:<behaviour> | mwe:<name> (free-text pairs and A/B letters)")
+                   help="culture (MCQ) | bipo:<behaviour> | mwe:<name> (free-text pairs and A/B letters) | a "
+                        "JSONL/CSV/Parquet file of your own held-out behaviour items, scored whole: model-written-"
+                        "evals columns (free text + A/B), BiPO's question/matching/not_matching or "
+                        "prompt/chosen/rejected (free text), BiPO's question/A/B/matching (A/B)")
     p.add_argument("--country", action="append", help="culture country (repeatable; default: all)")
-    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument("--split", choices=["train", "test"], default=None,
+                   help="default test; a data file has no split (it is scored whole)")
     p.add_argument("--strengths", type=float, nargs="+", default=None, help="default: 0 0.5 1 2 4")
     p.add_argument("--scoring", choices=["loglik", "letter"], default="loglik", help="culture MCQ scoring")
     p.add_argument("--limit", type=int, default=None, help="at most this many items")
@@ -213,6 +258,10 @@ def add_parser(sub: Any) -> None:
                         "largest p(+λ) − p(−λ) (behaviour; bound at ±λ) or p(+λ) (culture) whose perplexity ratio on "
                         "--calibration-texts held-out documents stays within --max-ppl-ratio")
     p.add_argument("--val-pairs", type=int, default=32, help="--calibrate: training pairs it chooses on (default 32)")
+    p.add_argument("--val-data", default=None,
+                   help="--calibrate on a behaviour set: where the --val-pairs come from (default: the training split "
+                        "of --data; needed when --data is a file): bipo:<behaviour> or mwe:<name> (their training "
+                        "split) or a behaviour file; refused if it shares a question with the scored items")
     p.add_argument("--calibration-texts", type=int, default=24,
                    help="--calibrate: held-out documents for its bound (others than the 8 the sweep reports on)")
     p.add_argument("--calibration-strengths", type=float, nargs="+", default=[0.5, 1, 2, 4, 8, 16, 32],

@@ -104,3 +104,45 @@ def load_ab_items(spec: str, *, split: str = "test") -> list[Any]:
     items: list[Any] = list(loaders.load_mwe(_shared("model-written-evals", f"{name}.jsonl"), as_="mcq"))
     cut = int(len(items) * MWE_TRAIN_SHARE)
     return items[:cut] if split == "train" else items[cut:]
+
+
+# The column sets a held-out behaviour file may have, and what each gives (see load_behaviour_file)
+MWE_COLUMNS = ("question", "answer_matching_behavior", "answer_not_matching_behavior")
+BIPO_COLUMNS = ("question", "matching", "not_matching")
+BIPO_AB_COLUMNS = ("question", "A", "B", "matching")
+PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def load_behaviour_file(path: str | Path) -> tuple[list[Any], list[PreferenceExample]]:
+    """A behaviour file of someone's own held-out items, whole (a file has no split): its A/B questions
+    (:class:`~interp_steer.data.schemas.MCQItem`) and its free-text pairs (bare question, matching answer, other
+    answer), told apart by the file's columns:
+
+    * model-written evals (``question``, ``answer_matching_behavior``, ``answer_not_matching_behavior``, e.g.
+      Anthropic's human-written advanced-ai-risk files): both, the texts parsed from the ``Choices:`` block;
+    * BiPO pairs (``question``, ``matching``, ``not_matching``): free text only;
+    * BiPO A/B items (``question``, ``A``, ``B``, ``matching``): A/B only;
+    * preference pairs (``prompt``, ``chosen`` = matching answer, ``rejected``): free text only.
+    """
+    from interp_steer.data import loaders
+
+    path = Path(path)
+    if not path.exists():
+        raise InterpSteerError(f"data file not found: {path}")
+    if path.is_dir():
+        raise InterpSteerError(f"data path {path} is a directory; expected a JSONL/CSV/Parquet file")
+    columns = set(loaders.read_table(path).columns)
+    if columns >= set(MWE_COLUMNS):
+        items: list[Any] = list(loaders.load_mwe(path, as_="mcq"))
+        return items, list(loaders.load_mwe(path, as_="texts"))  # type: ignore[arg-type]
+    if columns >= set(BIPO_COLUMNS):
+        return [], loaders.load_bipo_csv(path)
+    if columns >= set(BIPO_AB_COLUMNS):
+        return list(loaders.load_bipo_ab(path)), []
+    if columns >= set(PAIR_COLUMNS):
+        return [], loaders.load_preferences(path)
+    raise InterpSteerError(
+        f"{path}: not a behaviour file; found columns {sorted(columns)}; expected the columns of model-written "
+        f"evals {list(MWE_COLUMNS)}, BiPO pairs {list(BIPO_COLUMNS)}, BiPO A/B items {list(BIPO_AB_COLUMNS)} or "
+        f"preference pairs {list(PAIR_COLUMNS)}")
+
