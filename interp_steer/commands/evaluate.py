@@ -1,6 +1,7 @@
 """``interp-steer evaluate``: one vector at a grid of strengths (culture MCQ, or a behaviour set's free-text
-matching-answer probability with its A/B letters beside it), with the fluency bound at each strength, optionally
-the strength calibrated on training pairs under that bound (``--calibrate``), and knowledge preservation."""
+matching-answer probability with its A/B letters beside it — a shared set's split or a user's own held-out file,
+scored whole), with the fluency bound at each strength, optionally the strength calibrated on training pairs under
+that bound (``--calibrate``; ``--val-data`` for where they come from), and knowledge preservation."""
 
 from __future__ import annotations
 

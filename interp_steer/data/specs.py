@@ -7,6 +7,9 @@
 * ``dcl`` or ``dcl:<file>`` – Deep-Culture-Lense from the hub or a local file in its schema
 * a path to a JSONL/CSV/Parquet file with ``prompt``, ``chosen``, ``rejected`` columns (all rows, whatever
   the split: see :func:`has_splits`)
+
+:func:`load_behaviour_file` reads a user's own held-out behaviour file (model-written-evals, BiPO or pair columns)
+as A/B items and free-text pairs, for ``interp-steer evaluate --data FILE``.
 """
 
 from __future__ import annotations
