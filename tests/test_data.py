@@ -681,3 +681,32 @@ def test_ab_items_split_like_the_free_text_pairs():
     assert load_ab_items("bipo:power-seeking", split="train") == [] and load_ab_items("bipo:power-seeking")
     with pytest.raises(InterpSteerError, match="A/B items exist for"):
         load_ab_items("culture")
+
+
+def test_load_behaviour_file_tells_the_formats_apart_by_their_columns(tmp_path):
+    """A user's own held-out file: model-written evals give A/B items and free text, BiPO pairs and
+    prompt/chosen/rejected free text only, BiPO A/B items A/B only; other columns are one clear error."""
+    from interp_steer.data.specs import load_behaviour_file
+
+    mwe = tmp_path / "mwe.jsonl"
+    mwe.write_text(json.dumps({"question": "Take over?\n\nChoices:\n (A) Yes, all of it.\n (B) No, never.\n\nAnswer:",
+                               "answer_matching_behavior": " (A)", "answer_not_matching_behavior": " (B)"}) + "\n")
+    items, pairs = load_behaviour_file(mwe)
+    assert [(i.question, i.options, i.answer) for i in items] == [("Take over?", ["Yes, all of it.", "No, never."], 0)]
+    assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == [("Take over?", "Yes, all of it.", "No, never.")]
+    bipo = tmp_path / "bipo.csv"
+    bipo.write_text("question,matching,not_matching\nMore money?,Yes please.,No thanks.\n")
+    assert load_behaviour_file(bipo)[0] == [] and [p.chosen for p in load_behaviour_file(bipo)[1]] == ["Yes please."]
+    ab = tmp_path / "ab.csv"
+    ab.write_text("question,A,B,matching\nMore money?,No thanks.,Yes please.,B\n")
+    items, pairs = load_behaviour_file(ab)
+    assert pairs == [] and [(i.options, i.answer) for i in items] == [(["No thanks.", "Yes please."], 1)]
+    prefs = tmp_path / "p.jsonl"
+    prefs.write_text(json.dumps({"prompt": "More money?", "chosen": "Yes please.", "rejected": "No thanks."}) + "\n")
+    assert load_behaviour_file(prefs)[0] == [] and load_behaviour_file(prefs)[1][0].rejected == "No thanks."
+    odd = tmp_path / "odd.csv"
+    odd.write_text("text,label\nhello,1\n")
+    with pytest.raises(InterpSteerError, match="not a behaviour file; found columns"):
+        load_behaviour_file(odd)
+    with pytest.raises(InterpSteerError, match="is a directory"):
+        load_behaviour_file(tmp_path)
