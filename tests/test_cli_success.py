@@ -128,15 +128,22 @@ def _mwe_file(path, start, n):
 def test_evaluate_scores_a_held_out_file_whole_and_calibrates_on_other_pairs(tiny_cli, tmp_path, capsys):
     """Someone's own held-out set: a model-written-evals file is scored whole (free text and A/B), with λ chosen on
     --val-data pairs; a prompt/chosen/rejected file gives free text only."""
+    from interp_steer.commands.evaluate import _calibration_pairs
     from interp_steer.data.loaders import load_mwe
     from interp_steer.evaluation.behaviour import ab_probability, pair_probability
 
     path = _dense_vector(tiny_cli, tmp_path, scale=2.0)
-    held_out, other = _mwe_file(tmp_path / "mine.jsonl", 0, 5), _mwe_file(tmp_path / "val.jsonl", 100, 6)
+    # questions 0-4 scored; the calibration file has 3-8, so 3 and 4 are passed over and 4 pairs remain
+    held_out, other = _mwe_file(tmp_path / "mine.jsonl", 0, 5), _mwe_file(tmp_path / "val.jsonl", 3, 6)
     out = tmp_path / "eval"
     assert cli.main(["evaluate", "--vector", path, "--data", held_out, "--strengths", "0", "1", "--calibrate",
                      "--val-data", other, "--val-pairs", "4", "--calibration-texts", "3",
                      "--calibration-strengths", "0.5", "2", "8", "--output-dir", str(out)]) == 0
+    assert "passed over 2 pair(s)" in capsys.readouterr().out
+    args = cli.build_parser().parse_args(["evaluate", "--vector", path, "--data", held_out, "--calibrate",
+                                          "--val-data", other, "--val-pairs", "4"])
+    val = _calibration_pairs(args, exclude={f"question {i}: should you take charge?" for i in range(5)})
+    assert sorted(int(p.prompt.split()[1].rstrip(":")) for p in val) == [5, 6, 7, 8]
     data = json.loads((out / "evaluation.json").read_text())
     assert data["split"] == "whole file" and data["val_data"] == other and data["n_items"] == 5
     assert data["calibration"]["n_pairs"] == 4 and data["calibration"]["ppl_ratio"] <= 1.2
@@ -150,7 +157,6 @@ def test_evaluate_scores_a_held_out_file_whole_and_calibrates_on_other_pairs(tin
                                             abs=1e-5)
         assert r["p_matching"] == pytest.approx(ab_probability(tiny_cli, items, vec, r["strength"])["p_matching"],
                                                 abs=1e-5)
-    capsys.readouterr()
     out2 = tmp_path / "eval2"
     assert cli.main(["evaluate", "--vector", path, "--data", _pairs(tmp_path / "p.jsonl", n=4), "--strengths",
                      "0", "2", "--no-fluency-check", "--output-dir", str(out2)]) == 0
@@ -179,7 +185,7 @@ def test_evaluate_file_errors_are_one_line_before_the_model_loads(monkeypatch, t
     (tmp_path / "odd.jsonl").write_text(json.dumps({"text": "hello", "label": 1}) + "\n")
     extra = {"split": ["--data", mine, "--split", "train"],
              "no_val": ["--data", mine, "--calibrate"],
-             "same": ["--data", mine, "--calibrate", "--val-data", _mwe_file(tmp_path / "v.jsonl", 2, 4)],
+             "same": ["--data", mine, "--calibrate", "--val-data", _mwe_file(tmp_path / "v.jsonl", 0, 4)],
              "val_without_calibrate": ["--data", mine, "--val-data", mine],
              "culture_val": ["--data", "culture", "--calibrate", "--val-data", mine],
              "columns": ["--data", str(tmp_path / "odd.jsonl")],

@@ -64,12 +64,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise InterpSteerError("--calibrate bounds λ by held-out perplexity: it cannot be used with --no-fluency-check")
     out = Path(args.output_dir)
     behaviour = args.data != "culture"
-    val = _calibration_pairs(args) if args.calibrate else None  # data problems surface before the model loads
     if behaviour:
         items, pairs = _behaviour_data(args.data, args.split)
         items, pairs = items[: args.limit or None], pairs[: args.limit or None]
-        if val is not None:
-            _check_disjoint(val, items, pairs, args)
+    # data problems surface before the model loads; λ is never chosen on a scored question
+    val = (_calibration_pairs(args, exclude=_questions(items, pairs) if behaviour else None)
+           if args.calibrate else None)
     model = _model(args)
     vector, sae = _load_vector_and_sae(args, model)
     report_docs: list[str] = []
@@ -158,9 +158,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibration_pairs(args: argparse.Namespace) -> list[Any]:
-    """``--val-pairs`` free-text pairs drawn (``--seed``) from the **training** split: what ``--calibrate``
-    chooses λ on (the test items are scored afterwards and never enter the choice)."""
+def _calibration_pairs(args: argparse.Namespace, exclude: set[str] | None = None) -> list[Any]:
+    """``--val-pairs`` free-text pairs drawn (``--seed``) from the **training** split (or ``--val-data``): what
+    ``--calibrate`` chooses λ on (the test items are scored afterwards and never enter the choice). Pairs whose
+    question is in ``exclude`` (:func:`_questions` of the scored items) are passed over — the public BiPO
+    power-seeking files share 3 questions between train and test — and an error says so when none is left."""
     import random
 
     from interp_steer.data.specs import load_pairs
@@ -175,7 +177,15 @@ def _calibration_pairs(args: argparse.Namespace) -> list[Any]:
         if not pool:
             raise InterpSteerError(f"--val-data {source}: no free-text pairs to calibrate on (A/B items only)")
     order = list(range(len(pool)))
-    random.Random(args.seed).shuffle(order)
+    random.Random(args.seed).shuffle(order)  # drawn before the exclusion, so a clean pool draws the same pairs
+    if exclude:
+        kept = [i for i in order if _bare(pool[i].prompt) not in exclude]
+        if not kept:
+            raise InterpSteerError(f"--val-data {source}: all {len(pool)} of its pairs share a question with the "
+                                   f"scored items of {args.data}; choose λ on other items")
+        if len(kept) < len(order):
+            print(f"calibration: passed over {len(order) - len(kept)} pair(s) of {source} whose question is scored")
+        order = kept
     return [pool[i] for i in order[: args.val_pairs]]
 
 
@@ -206,20 +216,17 @@ def _behaviour_data(spec: str, split: str) -> tuple[list[Any], list[Any]]:
     return load_ab_items(spec, split=split), list(pairs)
 
 
-def _check_disjoint(val: list[Any], items: list[Any], pairs: list[Any], args: argparse.Namespace) -> None:
-    """λ is chosen on items that are not scored: refuse calibration pairs whose question is a scored one (the
-    bare question of a free-text pair, or the question of an A/B item before its ``Choices:`` block)."""
+def _bare(text: str) -> str:
+    """A question without its ``Choices:`` block, whitespace and case: what two items must differ in."""
     from interp_steer.data.loaders import parse_mwe_question
 
-    def bare(text: str) -> str:
-        parsed = parse_mwe_question(text)
-        return " ".join((parsed[0] if parsed else text).split()).lower()
+    parsed = parse_mwe_question(text)
+    return " ".join((parsed[0] if parsed else text).split()).lower()
 
-    scored = {bare(p.prompt) for p in pairs} | {bare(i.question) for i in items}
-    shared = sum(bare(p.prompt) in scored for p in val)
-    if shared:
-        raise InterpSteerError(f"--val-data {args.val_data or args.data}: {shared} of its {len(val)} calibration "
-                               f"pairs share a question with the scored items of {args.data}; choose λ on other items")
+
+def _questions(items: list[Any], pairs: list[Any]) -> set[str]:
+    """The scored questions: free-text pairs' bare questions and A/B items' questions."""
+    return {_bare(p.prompt) for p in pairs} | {_bare(i.question) for i in items}
 
 
 def add_parser(sub: Any) -> None:
@@ -262,7 +269,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--val-data", default=None,
                    help="--calibrate on a behaviour set: where the --val-pairs come from (default: the training split "
                         "of --data; needed when --data is a file): bipo:<behaviour> or mwe:<name> (their training "
-                        "split) or a behaviour file; refused if it shares a question with the scored items")
+                        "split) or a behaviour file; pairs whose question is a scored one are passed over")
     p.add_argument("--calibration-texts", type=int, default=24,
                    help="--calibrate: held-out documents for its bound (others than the 8 the sweep reports on)")
     p.add_argument("--calibration-strengths", type=float, nargs="+", default=[0.5, 1, 2, 4, 8, 16, 32],
