@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -61,13 +60,14 @@ def main() -> None:
         if not Path(path).exists():
             raise SystemExit(f"vector not found: {path}")
 
-    from interp_steer import load_model, load_sae
+    from interp_steer import load_model
+    from interp_steer.commands.evaluate import _calibration_pairs, _questions
+    from interp_steer.commands.generate import _load_vector_and_sae
     from interp_steer.data.specs import load_pairs
     from interp_steer.evaluation.behaviour import pair_effect, pair_probability
     from interp_steer.evaluation.calibration import calibrate_strength, calibration_texts, fluency_check
     from interp_steer.evaluation.preservation import text_perplexity
     from interp_steer.evaluation.shared_layers import SharedLayers
-    from interp_steer.steering.vector import SteeringVector
 
     targets = {t: load_pairs(t, split="test", form="text")[: args.limit] for t in args.targets}
     out = Path(args.output_dir)
@@ -78,28 +78,19 @@ def main() -> None:
     docs = calibration_texts(model.tokenizer, 8 + 24)  # as evaluate: 8 report documents, 24 for the choice
     report, cal_docs = docs[:8], docs[8:]
     base_ppl = text_perplexity(model, report, max_tokens=128).perplexity
-    saes: dict[str, Any] = {}
+    scored = _questions([], [q for pairs in targets.values() for q in pairs])  # never calibrate on a scored item
     for path, source in specs:
         key = f"{Path(path).name}@{source}"
         if key in results["vectors"] and set(results["vectors"][key]["targets"]) >= set(targets):
             print(f"{key}: done", flush=True)
             continue
         t0 = time.time()
-        meta = json.loads(Path(path).with_suffix(".json").read_text())
-        sae = None
-        if meta["kind"] == "sae":  # the vector's own SAE, as `interp-steer evaluate` loads it
-            ref = meta["sae"]
-            name = ref.get("release") or ref.get("path")
-            if name not in saes:
-                saes[name] = (load_sae(ref["release"], ref["sae_id"], model=model) if ref.get("release") else
-                              load_sae(path=str(ref.get("path") or "").removeprefix("shipped:") or None, model=model))
-            sae = saes[name]
-        vector = SteeringVector.load(path, model=model, sae=sae)
+        # the vector with its own SAE, and the calibration pairs, exactly as `interp-steer evaluate --calibrate
+        # --val-data <source>` reads and draws them
+        vector, sae = _load_vector_and_sae(argparse.Namespace(vector=path, sae=None), model)
         shared = SharedLayers.for_vectors(model, [vector])
-        pool = load_pairs(source, split="train", form="text")
-        order = list(range(len(pool)))
-        random.Random(0).shuffle(order)
-        val = [pool[i] for i in order[: args.val_pairs]]
+        val = _calibration_pairs(argparse.Namespace(data=source, val_data=None, country=None, seed=0,
+                                                    val_pairs=args.val_pairs), exclude=scored)
         cal = calibrate_strength(model, vector, pair_effect(model, val, vector, sae=sae, shared=shared), sae=sae,
                                  strengths=GRID, texts=cal_docs, max_ratio=args.max_ratio, shared=shared)
         print(f"{key}: {cal.describe()}", flush=True)
