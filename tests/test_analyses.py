@@ -192,3 +192,37 @@ def test_caa_variants_pca_is_the_signed_top_component_at_the_mean_contrast_norm(
     assert torch.isclose(var, top, rtol=1e-3)
     assert not torch.isclose((centred @ (mean / mean.norm())).pow(2).sum(), top, rtol=1e-3)  # the mean is not
     assert vec.config["aggregate"] == "pca" and ref.config.get("aggregate") is None
+
+
+def test_convergence_sides_reads_the_loss_from_the_margin_shift_and_splits_it_per_token(tiny_model):
+    """scripts/convergence_sides.py: the summed log-prob margin shift equals pair_probability's, the loss of
+    each direction is −log σ(β·d·Δmargin), and the per-token figures recombine into the shift."""
+    import math
+
+    from interp_steer.data.schemas import PreferenceExample
+    from interp_steer.evaluation.behaviour import pair_probability
+    from interp_steer.evaluation.openended import token_nll
+    from interp_steer.methods.caa import compute_caa
+    from interp_steer.methods.preference import prepare_pairs
+
+    cs = _load("convergence_sides", "scripts")
+    pairs = [PreferenceExample(f"Q{i}: help me?", "sure, here is a long answer " * (i + 2), "no")
+             for i in range(4)]
+    vec = compute_caa(tiny_model, pairs, layers=1)[1]
+    data = prepare_pairs(tiny_model, pairs)
+    base = token_nll(tiny_model, data.ids, data.response_start)
+    m0 = pair_probability(tiny_model, pairs)["mean_margin"]
+    for lam in (2.0, -2.0):
+        row = cs.side(tiny_model, data, vec, None, lam, base, beta=0.1)
+        m1 = pair_probability(tiny_model, pairs, vec, lam)["mean_margin"]
+        assert row["margin_shift"] == pytest.approx(m1 - m0, abs=1e-4)
+        assert abs(row["margin_shift"]) > 1e-3  # the vector does move the margin
+        steered = token_nll(tiny_model, data.ids, data.response_start, vector=vec, strength=lam)
+        d = 1 if lam > 0 else -1
+        shifts = [(base[2 * i][0] - steered[2 * i][0]) - (base[2 * i + 1][0] - steered[2 * i + 1][0])
+                  for i in range(len(pairs))]
+        loss = sum(math.log1p(math.exp(-0.1 * d * s)) for s in shifts) / len(shifts)
+        assert row["loss"] == pytest.approx(loss, rel=1e-6)
+        per_chosen = sum((steered[2 * i][0] - base[2 * i][0]) / base[2 * i][1] for i in range(4)) / 4
+        assert row["nll_per_token_chosen"] == pytest.approx(per_chosen, rel=1e-6)
+    assert cs.softplus(800.0) == pytest.approx(800.0) and cs.softplus(-800.0) == pytest.approx(0.0)
