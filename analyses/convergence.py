@@ -39,6 +39,22 @@ def steps_to_threshold(losses: list[float], threshold: float, window: int) -> in
     return None
 
 
+def steps_to_by_direction(losses: dict[int, float], directions: dict[int, float], levels: list[float],
+                          window: int) -> dict[str, dict[str, int | None]]:
+    """Per steering direction ``d`` drawn (``"+1"``, ``"-1"``): the step of the run at which the mean loss of the
+    last ``window`` steps *with that direction* first fell below each level. The training loss of one step scores
+    one direction only, so the run's moving average mixes the two in whatever proportion a window holds."""
+    out: dict[str, dict[str, int | None]] = {}
+    for d in (1.0, -1.0):
+        steps = [k for k in sorted(losses) if directions.get(k) == d]
+        if not steps:
+            continue
+        seq = [losses[k] for k in steps]
+        hit = {t: steps_to_threshold(seq, t, window) for t in levels}
+        out[f"{d:+.0f}"] = {str(t): (steps[i - 1] if i else None) for t, i in hit.items()}
+    return out
+
+
 def moving_average(values: list[float], window: int) -> list[float]:
     out = []
     for i in range(len(values)):
@@ -202,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def status(root: Path, args: argparse.Namespace) -> int:
     """Progress of every run under ``root`` (``**/runs/<method>_lr<lr>/log.jsonl``), finished or not: steps
-    logged, the moving-average loss now, the steps at which it first fell below each level, held-out evaluations."""
+    logged, the moving-average loss now, the steps at which it first fell below each level (also per direction
+    drawn, :func:`steps_to_by_direction`), held-out evaluations (both directions' losses)."""
     from interp_steer.io import write_text_atomic
 
     logs = sorted(root.glob("**/runs/*/log.jsonl"))
@@ -212,6 +229,7 @@ def status(root: Path, args: argparse.Namespace) -> int:
     runs = []
     for log in logs:
         steps: dict[int, float] = {}
+        directions: dict[int, float] = {}
         evals = []
         for line in log.read_text().splitlines():
             try:
@@ -219,9 +237,12 @@ def status(root: Path, args: argparse.Namespace) -> int:
             except json.JSONDecodeError:  # a line cut by a kill
                 continue
             if "eval" in row:
-                evals.append({k: row["eval"].get(k) for k in ("step", "loss", "pref_acc_plus", "pref_acc_minus")})
+                evals.append({k: row["eval"].get(k) for k in ("step", "loss", "loss_plus", "loss_minus",
+                                                               "pref_acc_plus", "pref_acc_minus")})
             elif "loss" in row:
                 steps[int(row["step"])] = float(row["loss"])
+                if row.get("direction") is not None:
+                    directions[int(row["step"])] = float(row["direction"])
         losses = [steps[k] for k in sorted(steps)]
         if sorted(steps) != list(range(1, len(steps) + 1)):
             sys.exit(f"convergence: {log} has gaps in its steps")
@@ -230,6 +251,7 @@ def status(root: Path, args: argparse.Namespace) -> int:
         runs.append({"method": method, "lr": float(lr), "log": str(log), "steps": len(losses),
                      "loss_ma_now": ma[-1] if ma else None, "min_loss_ma": min(ma) if ma else None,
                      "steps_to": {str(t): steps_to_threshold(losses, t, args.window) for t in levels},
+                     "steps_to_by_direction": steps_to_by_direction(steps, directions, levels, args.window),
                      "evals": evals, "losses": losses})
         print(f"{method:5s} lr={lr}: {len(losses)} steps; loss (ma{args.window}) now {ma[-1]:.4f}, min {min(ma):.4f}; "
               + ", ".join(f"< {t}: {runs[-1]['steps_to'][str(t)]}" for t in levels), flush=True)

@@ -3,14 +3,13 @@
 The paper-recipe convergence runs (``analyses/convergence.py --preset paper``) train on 1,000 jailbreak pairs whose
 chosen (matching) answers are long compliances and whose rejected answers are short refusals, and the BiPO loss
 sums each answer's log-probs. A strength that degrades the model everywhere lowers a long answer's summed log-prob
-more than a short one's, so it "wins" the −λ direction (push the compliance down) without steering anything. This
-script separates the two for each saved vector, at the training strength (λ = 1) and its negative, on the first
-``--pairs`` held-out (test-split) pairs:
+more than a short one's, so it could "win" the −λ direction (push the compliance down) without steering anything.
+This script tells the two apart for each saved vector, at the training strength (λ = 1) and its negative, on the
+first ``--pairs`` held-out (test-split) pairs:
 
-* the summed log-prob margin shift (what the loss sees) and its loss ``−log σ(β·Δmargin)``;
+* the summed log-prob margin shift (what the loss sees), its loss ``−log σ(β·d·Δmargin)``, and its two parts:
+  the chosen answers' summed log-prob change and the rejected answers' (minus);
 * the mean per-token NLL change of the chosen and of the rejected answers (a generic degradation raises both);
-* the part of the margin shift a uniform per-token change would give: the pair's mean per-token NLL change
-  times its length difference (chosen tokens − rejected tokens);
 * the perplexity ratio on ``--docs`` held-out corpus documents (128 tokens each) at ±λ.
 
     python scripts/convergence_sides.py --output benchmarks/results/convergence_paper/sides.json
@@ -46,22 +45,21 @@ def side(model: Any, data: Any, vector: Any, sae: Any, strength: float, base: li
     steered = token_nll(model, data.ids, data.response_start, vector=vector, strength=strength,
                         sae=sae if vector.kind == "sae" else None)
     n = len(base) // 2
-    shifts, chosen_tok, rejected_tok, uniform = [], [], [], []
+    shifts, from_chosen, from_rejected, chosen_tok, rejected_tok = [], [], [], [], []
     for i in range(n):
         (c0, nc), (r0, nr) = base[2 * i], base[2 * i + 1]
         (c1, _), (r1, _) = steered[2 * i], steered[2 * i + 1]
-        shifts.append(-(c1 - c0) + (r1 - r0))  # Δ[log p(chosen) − log p(rejected)]
-        dc, dr = (c1 - c0) / nc, (r1 - r0) / nr
-        chosen_tok.append(dc)
-        rejected_tok.append(dr)
-        mean_tok = ((c1 - c0) + (r1 - r0)) / (nc + nr)
-        uniform.append(-mean_tok * (nc - nr))
+        from_chosen.append(-(c1 - c0))  # Δ log p(chosen), summed over its tokens
+        from_rejected.append(r1 - r0)  # −Δ log p(rejected)
+        shifts.append(from_chosen[-1] + from_rejected[-1])  # Δ[log p(chosen) − log p(rejected)]
+        chosen_tok.append((c1 - c0) / nc)
+        rejected_tok.append((r1 - r0) / nr)
     sign = 1.0 if strength > 0 else -1.0  # the loss of direction d scores d·Δmargin
     losses = [softplus(-beta * sign * s) for s in shifts]
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return {"strength": strength, "margin_shift": mean(shifts), "loss": mean(losses),
-            "nll_per_token_chosen": mean(chosen_tok), "nll_per_token_rejected": mean(rejected_tok),
-            "margin_shift_from_uniform_degradation": mean(uniform)}
+            "margin_shift_chosen": mean(from_chosen), "margin_shift_rejected": mean(from_rejected),
+            "nll_per_token_chosen": mean(chosen_tok), "nll_per_token_rejected": mean(rejected_tok)}
 
 
 def main(argv: list[str] | None = None) -> int:

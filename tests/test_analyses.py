@@ -28,6 +28,18 @@ def test_steps_to_threshold_uses_the_moving_average():
     assert conv.moving_average([1.0, 3.0, 5.0], 2) == [1.0, 2.0, 4.0]
 
 
+def test_steps_to_by_direction_averages_each_direction_over_its_own_steps():
+    conv = _load("convergence")
+    # d = -1 steps fall fast, d = +1 steps stay high: the mixed 2-step mean never gets below 0.3
+    losses = {1: 0.7, 2: 0.5, 3: 0.2, 4: 0.65, 5: 0.05, 6: 0.6, 7: 0.04}
+    dirs = {1: 1.0, 2: -1.0, 3: -1.0, 4: 1.0, 5: -1.0, 6: 1.0, 7: -1.0}
+    assert conv.steps_to_threshold([losses[k] for k in sorted(losses)], 0.3, 2) is None
+    by = conv.steps_to_by_direction(losses, dirs, [0.65, 0.3, 0.1], 2)
+    assert by["-1"] == {"0.65": 3, "0.3": 5, "0.1": 7}  # -1 steps 2, 3, 5, 7: means 0.35, 0.125, 0.045
+    assert by["+1"] == {"0.65": 6, "0.3": None, "0.1": None}  # +1 steps 1, 4, 6: means 0.675, 0.625
+    assert conv.steps_to_by_direction(losses, {}, [0.3], 2) == {}
+
+
 def test_level_ratios_take_the_fastest_run_per_method():
     conv = _load("convergence")
     runs = [{"method": "bipo", "steps_to": {"0.5": 40, "0.1": None}},
@@ -196,7 +208,7 @@ def test_caa_variants_pca_is_the_signed_top_component_at_the_mean_contrast_norm(
 
 def test_convergence_sides_reads_the_loss_from_the_margin_shift_and_splits_it_per_token(tiny_model):
     """scripts/convergence_sides.py: the summed log-prob margin shift equals pair_probability's, the loss of
-    each direction is −log σ(β·d·Δmargin), and the per-token figures recombine into the shift."""
+    each direction is −log σ(β·d·Δmargin), and its chosen and rejected parts add up to it."""
     import math
 
     from interp_steer.data.schemas import PreferenceExample
@@ -225,4 +237,7 @@ def test_convergence_sides_reads_the_loss_from_the_margin_shift_and_splits_it_pe
         assert row["loss"] == pytest.approx(loss, rel=1e-6)
         per_chosen = sum((steered[2 * i][0] - base[2 * i][0]) / base[2 * i][1] for i in range(4)) / 4
         assert row["nll_per_token_chosen"] == pytest.approx(per_chosen, rel=1e-6)
+        assert row["margin_shift_chosen"] + row["margin_shift_rejected"] == pytest.approx(row["margin_shift"])
+        from_chosen = sum(base[2 * i][0] - steered[2 * i][0] for i in range(4)) / 4
+        assert row["margin_shift_chosen"] == pytest.approx(from_chosen, rel=1e-6)
     assert cs.softplus(800.0) == pytest.approx(800.0) and cs.softplus(-800.0) == pytest.approx(0.0)
