@@ -68,6 +68,7 @@ def main() -> None:
     from interp_steer.evaluation.calibration import calibrate_strength, calibration_texts, fluency_check
     from interp_steer.evaluation.preservation import text_perplexity
     from interp_steer.evaluation.shared_layers import SharedLayers
+    from interp_steer.io import write_text_atomic
 
     targets = {t: load_pairs(t, split="test", form="text")[: args.limit] for t in args.targets}
     out = Path(args.output_dir)
@@ -121,9 +122,7 @@ def main() -> None:
         results["vectors"][key] = row
         results["settings"] = {"limit": args.limit, "val_pairs": args.val_pairs, "max_ratio": args.max_ratio,
                                "grid": GRID, "report_docs": len(report), "calibration_docs": len(cal_docs)}
-        tmp = result_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(result_file)
+        write_text_atomic(result_file, json.dumps(results, indent=1))
     write_table(results, out / "transfer.md")
 
 
@@ -141,8 +140,11 @@ def write_table(results: dict[str, Any], path: Path) -> None:
                          f"{ppl.get('plus', float('nan')):.2f} / {ppl.get('minus', float('nan')):.2f} | {name} | "
                          f"{a['n']} | {a['p0']:.3f} | {a['dp_plus']:+.3f} | {a['dp_minus']:+.3f} | "
                          + " | ".join(cells) + " |")
-    path.write_text("\n".join(lines) + "\n")
-    print(path.read_text())
+    from interp_steer.io import write_text_atomic
+
+    text = "\n".join(lines) + "\n"
+    write_text_atomic(path, text)
+    print(text)
 
 
 if __name__ == "__main__":
